@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -228,6 +229,12 @@ def write_longclip_repo(
     model = model.to(DTYPES[dtype])
     os.makedirs(out_dir, exist_ok=True)
     model.save_pretrained(out_dir)
+    # The zero-shot-image-classification pipeline resolves its own auto class; point it at the same model.
+    config_path = os.path.join(out_dir, "config.json")
+    with open(config_path, encoding="utf-8") as handle:
+        auto_map = json.load(handle)["auto_map"]
+    auto_map["AutoModelForZeroShotImageClassification"] = auto_map["AutoModel"]
+    update_json(config_path, auto_map=auto_map)
 
     max_length = config.text_config.max_position_embeddings
     processor = LongCLIPProcessor(
