@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="ORG/NAME or a local repo folder (default: tiny random LongCLIP)")
+    parser.add_argument(
+        "--model", default=None, help="ORG/NAME or a local repo folder (default: tiny random LongCLIP)"
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -291,7 +291,13 @@ def convert_checkpoint(checkpoint: str, out_dir: str, *, tokenizer: str | None =
     name = os.path.splitext(os.path.basename(checkpoint))[0]
     pretty = {"longclip-b": "LongCLIP-B", "longclip-l": "LongCLIP-L"}.get(name.lower(), name)
     return write_longclip_repo(
-        config, hf_state_dict, out_dir, tokenizer=tokenizer, dtype=dtype, model_name=pretty, source=os.path.basename(checkpoint)
+        config,
+        hf_state_dict,
+        out_dir,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        model_name=pretty,
+        source=os.path.basename(checkpoint),
     )
 
 

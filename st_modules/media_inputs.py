@@ -157,7 +157,7 @@ def _classify_dict(item: dict, index: int, modalities) -> tuple[str, Any]:
             raise ValueError(f"Input {index} is audio, but this model embeds only {', '.join(modalities)}")
         return "audio", item
     if len(item) == 1:
-        (modality, value), = item.items()
+        ((modality, value),) = item.items()
         if modality in ("text", "image", "audio"):
             if modality not in modalities:
                 raise ValueError(f"Input {index} is {modality}, but this model embeds only {', '.join(modalities)}")

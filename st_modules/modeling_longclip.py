@@ -14,7 +14,9 @@ from transformers import CLIPModel
 from .configuration_longclip import DEFAULT_KEEP_POSITIONS, LongCLIPConfig
 
 
-def stretch_position_embedding(table: torch.Tensor, keep: int = DEFAULT_KEEP_POSITIONS, ratio: int = 4) -> torch.Tensor:
+def stretch_position_embedding(
+    table: torch.Tensor, keep: int = DEFAULT_KEEP_POSITIONS, ratio: int = 4
+) -> torch.Tensor:
     """Knowledge-preserved stretching of a position table (Long-CLIP, section 3.1).
 
     Rows `0..keep-1` are copied. Between each later pair of neighbouring rows, `ratio` rows are interpolated

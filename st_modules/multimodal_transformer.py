@@ -8,6 +8,7 @@ forward per modality and writes the embeddings back in input order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
 from transformers import AutoModel, AutoProcessor
@@ -68,6 +70,19 @@ def check_truncate_dim(truncate_dim: Any, full_dim: int, valid_dims: list[int] |
         raise ValueError(f"truncate_dim must be {description}, got {truncate_dim!r}")
     if not 1 <= truncate_dim <= full_dim or (allowed and truncate_dim not in allowed):
         raise ValueError(f"truncate_dim must be {description}, got {truncate_dim}")
+
+
+AUDIO_CROP_SEED = 0
+
+
+@contextlib.contextmanager
+def _fixed_numpy_seed(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def _positions_in_encode_call(count: int) -> list[int]:
@@ -155,7 +170,9 @@ class MultimodalTransformer(InputModule):
         super().__init__()
         unknown = sorted(set(modalities) - set(SUPPORTED_MODALITIES))
         if unknown or not modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {SUPPORTED_MODALITIES}, got {list(modalities)}")
+            raise ValueError(
+                f"modalities must be a non-empty subset of {SUPPORTED_MODALITIES}, got {list(modalities)}"
+            )
         self.model_name_or_path = model_name_or_path
         self._modalities = tuple(modalities)
         self.normalize = normalize
@@ -187,7 +204,9 @@ class MultimodalTransformer(InputModule):
         )
         for modality in self._modalities:
             if not hasattr(self.model, f"get_{modality}_features"):
-                raise ValueError(f"{type(self.model).__name__} has no get_{modality}_features for modality {modality!r}")
+                raise ValueError(
+                    f"{type(self.model).__name__} has no get_{modality}_features for modality {modality!r}"
+                )
         self.tokenizer = getattr(self.processor, "tokenizer", None)
         if "text" in self._modalities and self.tokenizer is None:
             raise ValueError(f"{type(self.processor).__name__} has no tokenizer, but 'text' is a modality")
@@ -265,7 +284,9 @@ class MultimodalTransformer(InputModule):
             processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
             for key, value in processed.items():
                 features[f"{modality}{_PREFIX_SEPARATOR}{key}"] = value
-            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor([batch_position[index] for index, _ in items])
+            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor(
+                [batch_position[index] for index, _ in items]
+            )
         features["batch_size"] = torch.tensor(len(inputs))
         return features
 
@@ -293,9 +314,17 @@ class MultimodalTransformer(InputModule):
         if feature_extractor is None:
             raise ValueError(f"{type(self.processor).__name__} has no feature_extractor")
         rate = feature_extractor.sampling_rate
-        waveforms = load_all(lambda item, index: load_audio(item, index, rate, self._fetch), items, self.loader_threads)
+        waveforms = load_all(
+            lambda item, index: load_audio(item, index, rate, self._fetch), items, self.loader_threads
+        )
         options = {**self.audio_kwargs, **overrides}
-        return dict(feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", **options))
+        # Feature extractors such as CLAP's crop clips longer than their window at random (numpy's global RNG).
+        # Each clip is processed under the same fixed seed so an embedding never depends on the call or the batch.
+        per_clip = []
+        for waveform in waveforms:
+            with _fixed_numpy_seed(AUDIO_CROP_SEED):
+                per_clip.append(feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options))
+        return {key: torch.cat([features[key] for features in per_clip]) for key in per_clip[0]}
 
     # --------------------------------------------------------------------------------------------------- forward
 

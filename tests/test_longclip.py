@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,9 @@ def test_tokenization_matches_original_algorithm(remote_processor):
 def test_truncation_warns_once(remote_processor, caplog):
     from st_modules.processing_longclip import LongCLIPProcessor
 
-    processor = LongCLIPProcessor(image_processor=remote_processor.image_processor, tokenizer=remote_processor.tokenizer)
+    processor = LongCLIPProcessor(
+        image_processor=remote_processor.image_processor, tokenizer=remote_processor.tokenizer
+    )
     with caplog.at_level(logging.WARNING):
         processor(text=[LONG, LONG], return_tensors="pt", padding=True)
         processor(text=[LONG], return_tensors="pt", padding=True)
@@ -94,8 +97,12 @@ def test_stock_clip_without_remote_code_matches(longclip_repo, remote_model):
     tokenizer = CLIPTokenizer.from_pretrained(longclip_repo)
     assert tokenizer.model_max_length == 248
     inputs = CLIPProcessor.from_pretrained(longclip_repo)(
-        text=TEXTS, images=[Image.new("RGB", (40, 30), (200, 10, 10))], return_tensors="pt",
-        padding="max_length", max_length=248, truncation=True,
+        text=TEXTS,
+        images=[Image.new("RGB", (40, 30), (200, 10, 10))],
+        return_tensors="pt",
+        padding="max_length",
+        max_length=248,
+        truncation=True,
     )
     text_model = CLIPTextModel.from_pretrained(longclip_repo).eval()
     with torch.inference_mode():
@@ -132,7 +139,10 @@ def test_image_preprocessing_matches_original_transform(remote_processor):
     from open_clip.transform import image_transform
 
     transform = image_transform(
-        32, is_train=False, mean=remote_processor.image_processor.image_mean, std=remote_processor.image_processor.image_std
+        32,
+        is_train=False,
+        mean=remote_processor.image_processor.image_mean,
+        std=remote_processor.image_processor.image_std,
     )
     rng = np.random.RandomState(3)
     image = Image.fromarray((rng.rand(48, 64, 3) * 255).astype(np.uint8))
@@ -181,10 +191,23 @@ def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "projection_dim": 16, "eos_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 16, "patch_size": 8, "projection_dim": 16},
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "projection_dim": 16,
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 16,
+            "patch_size": 8,
+            "projection_dim": 16,
+        },
         projection_dim=16,
     )
     clip = CLIPModel(config).eval()
@@ -193,8 +216,9 @@ def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
     # Up to `keep` tokens the stretched model reads exactly the rows CLIP had.
     ids = torch.tensor([[49406, 320, 2368, 49407]])
     with torch.inference_mode():
-        torch.testing.assert_close(long.get_text_features(input_ids=ids).pooler_output,
-                                   clip.get_text_features(input_ids=ids).pooler_output)
+        torch.testing.assert_close(
+            long.get_text_features(input_ids=ids).pooler_output, clip.get_text_features(input_ids=ids).pooler_output
+        )
     long.train()
     optimizer = torch.optim.SGD(long.parameters(), lr=1.0)
     before = long.text_model.embeddings.position_embedding.weight.detach().clone()
@@ -229,14 +253,23 @@ def test_converter_dtype_and_repo_files(tmp_path, longclip_checkpoint_path):
     with safe_open(os.path.join(out, "model.safetensors"), "pt") as handle:
         assert handle.get_tensor("logit_scale").dtype == torch.bfloat16
     files = set(os.listdir(out))
-    for required in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "modules.json",
-                     "config_sentence_transformers.json", "multimodal_config.json", "README.md",
-                     "modeling_longclip.py", "multimodal_transformer.py"):
+    for required in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "multimodal_config.json",
+        "README.md",
+        "modeling_longclip.py",
+        "multimodal_transformer.py",
+    ):
         assert required in files
-    config = json.load(open(os.path.join(out, "config.json")))
+    config = json.loads(Path(out, "config.json").read_text())
     assert config["model_type"] == "clip" and config["text_config"]["max_position_embeddings"] == 248
     assert config["auto_map"]["AutoModel"] == "modeling_longclip.LongCLIPModel"
-    card = open(os.path.join(out, "README.md")).read()
+    card = Path(out, "README.md").read_text()
     assert "LongCLIP-L" in card and "95.8 / 95.6" in card
     with pytest.raises(FileNotFoundError):
         convert_checkpoint(str(tmp_path / "missing.pt"), str(tmp_path / "x"))
