@@ -366,7 +366,9 @@ def convert_checkpoint(
     JinaCLIPModel.register_for_auto_class("AutoModel")
     model.save_pretrained(out_dir)
 
-    tokenizer = _build_tokenizer_from_dir(checkpoint_dir, model_max_length=config.text_config.max_position_embeddings - 2)
+    tokenizer = _build_tokenizer_from_dir(
+        checkpoint_dir, model_max_length=config.text_config.max_position_embeddings - 2
+    )
     processor = JinaCLIPProcessor(
         image_processor=_build_image_processor(checkpoint_dir, config.vision_config.image_size), tokenizer=tokenizer
     )
@@ -412,7 +414,9 @@ def convert_checkpoint(
 def _code_file_exists(relative_path: str) -> bool:
     import st_modules
 
-    return os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(st_modules.__file__)), os.path.basename(relative_path)))
+    return os.path.isfile(
+        os.path.join(os.path.dirname(os.path.abspath(st_modules.__file__)), os.path.basename(relative_path))
+    )
 
 
 # ------------------------------------------------------------------------------------------------ tiny
@@ -645,4 +649,3 @@ def tiny_from_args(args: argparse.Namespace) -> int:
     build_tiny(args.out, seed=args.seed)
     print(args.out)
     return 0
-

@@ -70,7 +70,9 @@ class JinaCLIPPreTrainedModel(PreTrainedModel):
             cos, sin = module.compute_table()
             module.freqs_cos.copy_(cos)
             module.freqs_sin.copy_(sin)
-        elif not isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding, nn.LayerNorm, EvaVisionTransformer, JinaCLIPModel)):
+        elif not isinstance(
+            module, (nn.Linear, nn.Conv2d, nn.Embedding, nn.LayerNorm, EvaVisionTransformer, JinaCLIPModel)
+        ):
             # Text-tower internals (rotary inverse frequencies, position buffers) keep transformers' own init.
             super()._init_weights(module)
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -147,7 +149,9 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         pooled = self.text_projection(pooled.to(hidden.dtype))
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
-    def get_image_features(self, pixel_values: torch.Tensor | None = None, **kwargs: Any) -> BaseModelOutputWithPooling:
+    def get_image_features(
+        self, pixel_values: torch.Tensor | None = None, **kwargs: Any
+    ) -> BaseModelOutputWithPooling:
         """CLS embedding of the vision tower (after its final norm and head) in `pooler_output`, not normalised.
 
         Args:
@@ -155,8 +159,7 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         """
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4:
             raise ValueError(
-                "get_image_features needs pixel_values, a (batch, 3, H, W) tensor, got "
-                f"{type(pixel_values).__name__}"
+                f"get_image_features needs pixel_values, a (batch, 3, H, W) tensor, got {type(pixel_values).__name__}"
             )
         tokens = self.vision_model.forward_features(pixel_values)
         pooled = self.vision_model.head(self.vision_model.norm(tokens)[:, 0])
@@ -194,7 +197,9 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
             from transformers import AutoProcessor
 
             if not self.config.name_or_path:
-                raise ValueError("This model was not loaded from a repo; set `model.processor = JinaCLIPProcessor(...)`")
+                raise ValueError(
+                    "This model was not loaded from a repo; set `model.processor = JinaCLIPProcessor(...)`"
+                )
             self._processor = AutoProcessor.from_pretrained(self.config.name_or_path, trust_remote_code=True)
         return self._processor
 
@@ -212,7 +217,9 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         if task is None:
             return ""
         if not isinstance(task, str) or task not in self.config.task_instructions:
-            raise ValueError(f"Unsupported task {task!r}; choose one of {sorted(self.config.task_instructions)} or None")
+            raise ValueError(
+                f"Unsupported task {task!r}; choose one of {sorted(self.config.task_instructions)} or None"
+            )
         return self.config.task_instructions[task]
 
     def _run_batches(self, items: list, batch_size: int, sort_key, encode_batch, show_progress_bar: bool | None):
