@@ -341,8 +341,13 @@ def convert_checkpoint(
     """
     import torch
 
-    from hub_configs.builder import MODULE_CODE_FILES, copy_code_files, load_manifest, render_model_card
-    from hub_configs.builder import write_sentence_transformers_files
+    from hub_configs.builder import (
+        MODULE_CODE_FILES,
+        copy_code_files,
+        load_manifest,
+        render_model_card,
+        write_sentence_transformers_files,
+    )
     from st_modules.configuration_jina_clip import JinaCLIPConfig
     from st_modules.modeling_jina_clip import JinaCLIPModel
     from st_modules.processing_jina_clip import JinaCLIPProcessor
@@ -404,7 +409,7 @@ def convert_checkpoint(
         repo_id=repo_id,
         license="cc-by-nc-4.0",
         lora_task=lora_task or "none",
-        provenance=provenance or f"Converted from the original `jinaai/jina-clip-v2` weights with `mmhub convert`.",
+        provenance=provenance or "Converted from the original `jinaai/jina-clip-v2` weights with `mmhub convert`.",
         prompts=", ".join(f"`{name}`" for name, text in prompts.items() if text),
         matryoshka_dims=", ".join(str(d) for d in config.matryoshka_dimensions),
     )

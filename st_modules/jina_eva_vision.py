@@ -138,10 +138,7 @@ class EvaBlock(nn.Module):
             self.gamma_1 = self.gamma_2 = None
 
     def forward(self, x: torch.Tensor, rope: EvaRotaryEmbedding2D | None) -> torch.Tensor:
-        if self.post_norm:
-            attn_out = self.norm1(self.attn(x, rope))
-        else:
-            attn_out = self.attn(self.norm1(x), rope)
+        attn_out = self.norm1(self.attn(x, rope)) if self.post_norm else self.attn(self.norm1(x), rope)
         x = x + (attn_out if self.gamma_1 is None else self.gamma_1 * attn_out)
         mlp_out = self.norm2(self.mlp(x)) if self.post_norm else self.mlp(self.norm2(x))
         return x + (mlp_out if self.gamma_2 is None else self.gamma_2 * mlp_out)
