@@ -300,3 +300,7 @@ def test_sentence_transformers_door(repo_dir, loaded, tmp_path):
     # The query prompt must not reach images.
     images = st.encode([str(path)], prompt_name="retrieval.query", normalize_embeddings=True)
     np.testing.assert_allclose(images, model.encode_image([str(path)], truncate_dim=16), atol=1e-5)
+    # Mixed text and image lists in one call, as the seed's snippets do.
+    mixed = st.encode([TEXTS[0], str(path), TEXTS[1]], normalize_embeddings=True)
+    np.testing.assert_allclose(mixed[[0, 2]], texts[:2], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], images[0], atol=1e-5)
