@@ -62,7 +62,23 @@ def main() -> None:
     model = SentenceTransformer(repo, trust_remote_code=True, device=args.device)
     module = model[0]
     rng = np.random.RandomState(0)
-    words = ["the", "a", "red", "blue", "harbour", "boat", "sky", "old", "small", "tall", "bright", "window", "street", "tree", "dog"]
+    words = [
+        "the",
+        "a",
+        "red",
+        "blue",
+        "harbour",
+        "boat",
+        "sky",
+        "old",
+        "small",
+        "tall",
+        "bright",
+        "window",
+        "street",
+        "tree",
+        "dog",
+    ]
     captions = [" ".join(rng.choice(words, 400)) for _ in range(args.texts)]  # every caption is cut to 248 tokens
     image_paths = []
     for index in range(args.images):
