@@ -96,11 +96,10 @@ class ClipClapModel(ClipClapPreTrainedModel):
         dim = clip_model.config.projection_dim
         if weight.shape != (dim, dim):
             raise ValueError(f"audio_to_clip_weight must have shape ({dim}, {dim}), got {tuple(weight.shape)}")
-        config = ClipClapConfig(
-            clip_config=clip_model.config.to_dict(),
-            audio_config=clap_model.config.audio_config.to_dict(),
-            projection_dim=dim,
-        )
+        # Sub-configs must not carry where the sources were loaded from (local paths).
+        clip_config = {k: v for k, v in clip_model.config.to_dict().items() if k != "_name_or_path"}
+        audio_config = {k: v for k, v in clap_model.config.audio_config.to_dict().items() if k != "_name_or_path"}
+        config = ClipClapConfig(clip_config=clip_config, audio_config=audio_config, projection_dim=dim)
         model = cls(config)
         state = {f"clip.{key}": value for key, value in clip_model.state_dict().items()}
         for prefix in ("audio_model", "audio_projection"):
