@@ -108,6 +108,13 @@ def load_projection_weight(path: str, dim: int | None = None):
     return weight
 
 
+def source_label(source: str) -> str:
+    """How a source appears in cards and metadata: Hub ids as given, local folders by their name only."""
+    if os.path.exists(source):
+        return os.path.basename(os.path.normpath(source))
+    return source
+
+
 def _load_sources(clip: str, clap: str):
     from transformers import AutoProcessor, ClapModel, CLIPModel
 
@@ -250,8 +257,8 @@ def convert(
         clip_processor.image_processor,
         clap_processor.feature_extractor,
         out,
-        clip_source=clip,
-        clap_source=clap,
+        clip_source=source_label(clip),
+        clap_source=source_label(clap),
         metadata=metadata,
         repo_id=repo_id,
     )
