@@ -18,7 +18,9 @@ def bpe_vocabulary_path() -> str:
     try:
         import open_clip
     except ImportError as error:  # pragma: no cover - open-clip-torch is a core dependency
-        raise ImportError("The offline CLIP vocabulary comes from open-clip-torch: pip install open-clip-torch") from error
+        raise ImportError(
+            "The offline CLIP vocabulary comes from open-clip-torch: pip install open-clip-torch"
+        ) from error
     path = os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"open-clip-torch is installed but {path} is missing")

@@ -1,0 +1,442 @@
+"""A sentence-transformers 6 input module that embeds texts, images and audio through one transformers model.
+
+The wrapped model (remote code or stock) exposes `get_text_features`, `get_image_features` and/or
+`get_audio_features`; the processor exposes `tokenizer`, `image_processor` and/or `feature_extractor`. One `encode`
+call may mix every supported input form (see `media_inputs`): the module groups a batch by modality, runs one
+forward per modality and writes the embeddings back in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers.base.modules.input_module import InputModule
+from transformers import AutoModel, AutoProcessor
+
+from .media_inputs import FetchSettings, classify, describe, load_all, load_audio, load_image
+from .token_truncation import truncate_keeping_end_token, warn_truncated
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODALITIES = ("text", "image", "audio")
+# Files this module needs beside modules.json so that a saved model reloads with trust_remote_code.
+_CODE_FILES = ("multimodal_transformer.py", "media_inputs.py", "token_truncation.py")
+_PREFIX_SEPARATOR = "::"
+
+
+class MatryoshkaEmbeddings(dict):
+    """The module's output features.
+
+    sentence-transformers truncates `truncate_dim` after every module by assigning
+    `features["sentence_embedding"] = embedding[..., :truncate_dim]`. For a normalising model that would return
+    vectors of norm below one, so this dict validates the requested width and re-normalises the prefix.
+    """
+
+    def __init__(self, *args, normalize: bool, full_dim: int, valid_dims: list[int] | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._normalize = normalize
+        self._full_dim = full_dim
+        self._valid_dims = valid_dims
+
+    def __setitem__(self, key, value):
+        if key == "sentence_embedding" and isinstance(value, torch.Tensor):
+            # The slice hides negative or oversized requests ([:-5], [:5000]); the caller's own argument does not.
+            requested = sys._getframe(1).f_locals.get("truncate_dim")
+            if isinstance(requested, int) and not isinstance(requested, bool):
+                check_truncate_dim(requested, self._full_dim, self._valid_dims)
+            if value.shape[-1] != self._full_dim:
+                check_truncate_dim(value.shape[-1], self._full_dim, self._valid_dims)
+                if self._normalize:
+                    value = torch.nn.functional.normalize(value, p=2, dim=-1)
+        super().__setitem__(key, value)
+
+
+def check_truncate_dim(truncate_dim: Any, full_dim: int, valid_dims: list[int] | None) -> None:
+    """Raise a `ValueError` listing the valid dimensions unless `truncate_dim` is one of them."""
+    if truncate_dim is None:
+        return
+    allowed = valid_dims or None
+    description = f"one of {sorted(allowed)}" if allowed else f"an integer in [1, {full_dim}]"
+    if isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int):
+        raise ValueError(f"truncate_dim must be {description}, got {truncate_dim!r}")
+    if not 1 <= truncate_dim <= full_dim or (allowed and truncate_dim not in allowed):
+        raise ValueError(f"truncate_dim must be {description}, got {truncate_dim}")
+
+
+AUDIO_CROP_SEED = 0
+
+
+@contextlib.contextmanager
+def _fixed_numpy_seed(seed: int):
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _positions_in_encode_call(count: int) -> list[int]:
+    """Map positions in this batch to positions in the user's `encode` list, for error messages.
+
+    sentence-transformers sorts inputs by length before batching and passes no indices to modules, so an error
+    would otherwise name a position the user never saw. The mapping is read from `encode`'s batching loop
+    (`length_sorted_idx`, `start_index`); when it is not found (direct `preprocess` calls), positions are kept.
+    """
+    frame = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            break
+        local = frame.f_locals
+        order, start = local.get("length_sorted_idx"), local.get("start_index")
+        if order is not None and isinstance(start, int) and start + count <= len(order):
+            return [int(order[start + offset]) for offset in range(count)]
+        frame = frame.f_back
+    return list(range(count))
+
+
+class MultimodalTransformer(InputModule):
+    """Embed texts, images and audio with a transformers model that has `get_<modality>_features` methods.
+
+    Args:
+        model_name_or_path: Hub id or folder of the transformers model and processor.
+        modalities: Modalities the model embeds, a subset of `("text", "image", "audio")`.
+        normalize: L2-normalise embeddings (and re-normalise after `truncate_dim`).
+        matryoshka_dims: Trained Matryoshka widths; `truncate_dim` must then be one of them.
+        max_seq_length: Token limit for texts (longer texts are cut, keeping the end token, with one warning).
+        embedding_dimension: Width of the embeddings; read from the model config when omitted.
+        text_kwargs: Extra tokenizer arguments.
+        image_kwargs: Extra image-processor arguments.
+        audio_kwargs: Extra feature-extractor arguments.
+        url_timeout: Seconds to wait for an http(s) input.
+        url_max_bytes: Largest http(s) download accepted.
+        loader_threads: Threads for reading and decoding media files and URLs.
+        model_kwargs: Passed to `AutoModel.from_pretrained` (for example `{"torch_dtype": torch.float16}`).
+        processor_kwargs: Passed to `AutoProcessor.from_pretrained`.
+        config_kwargs: Passed to the model config.
+        trust_remote_code: Allow the repo's own model and processor code.
+        cache_dir, revision, local_files_only, token: Hub loading options.
+    """
+
+    config_file_name = "multimodal_config.json"
+    config_keys = [
+        "modalities",
+        "normalize",
+        "matryoshka_dims",
+        "max_seq_length",
+        "embedding_dimension",
+        "text_kwargs",
+        "image_kwargs",
+        "audio_kwargs",
+        "url_timeout",
+        "url_max_bytes",
+        "loader_threads",
+    ]
+    save_in_root = True
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        modalities: Sequence[str] = ("text", "image"),
+        normalize: bool = True,
+        matryoshka_dims: list[int] | None = None,
+        max_seq_length: int | None = None,
+        embedding_dimension: int | None = None,
+        text_kwargs: dict[str, Any] | None = None,
+        image_kwargs: dict[str, Any] | None = None,
+        audio_kwargs: dict[str, Any] | None = None,
+        url_timeout: float = 10.0,
+        url_max_bytes: int = 50 * 1024 * 1024,
+        loader_threads: int = 8,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        token: bool | str | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(modalities) - set(SUPPORTED_MODALITIES))
+        if unknown or not modalities:
+            raise ValueError(
+                f"modalities must be a non-empty subset of {SUPPORTED_MODALITIES}, got {list(modalities)}"
+            )
+        self.model_name_or_path = model_name_or_path
+        self._modalities = tuple(modalities)
+        self.normalize = normalize
+        self.matryoshka_dims = sorted(matryoshka_dims) if matryoshka_dims else None
+        self.text_kwargs = dict(text_kwargs or {})
+        self.image_kwargs = dict(image_kwargs or {})
+        self.audio_kwargs = dict(audio_kwargs or {})
+        self.url_timeout = url_timeout
+        self.url_max_bytes = url_max_bytes
+        self.loader_threads = loader_threads
+        self._fetch = FetchSettings(timeout=url_timeout, max_bytes=url_max_bytes)
+        self._warned: set[str] = set()
+
+        hub_kwargs = {"cache_dir": cache_dir, "revision": revision, "local_files_only": local_files_only}
+        if token is not None:
+            hub_kwargs["token"] = token
+        model_kwargs = dict(model_kwargs or {})
+        if config_kwargs:
+            from transformers import AutoConfig
+
+            model_kwargs["config"] = AutoConfig.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **config_kwargs
+            )
+        self.model = AutoModel.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **model_kwargs
+        )
+        self.processor = AutoProcessor.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **(processor_kwargs or {})
+        )
+        for modality in self._modalities:
+            if not hasattr(self.model, f"get_{modality}_features"):
+                raise ValueError(
+                    f"{type(self.model).__name__} has no get_{modality}_features for modality {modality!r}"
+                )
+        self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if "text" in self._modalities and self.tokenizer is None:
+            raise ValueError(f"{type(self.processor).__name__} has no tokenizer, but 'text' is a modality")
+
+        if max_seq_length is None and self.tokenizer is not None:
+            max_seq_length = self.tokenizer.model_max_length
+        self.max_seq_length = max_seq_length
+        self.embedding_dimension = embedding_dimension or self._dimension_from_config()
+        if self.matryoshka_dims and max(self.matryoshka_dims) > self.embedding_dimension:
+            raise ValueError(
+                f"matryoshka_dims {self.matryoshka_dims} exceed the embedding dimension {self.embedding_dimension}"
+            )
+
+    # ------------------------------------------------------------------------------------------ module contract
+
+    @property
+    def modalities(self) -> list[str]:
+        # "message" tells sentence-transformers that one batch may mix modalities; this module splits it itself.
+        return [*self._modalities, "message"]
+
+    @property
+    def forward_kwargs(self) -> set[str]:
+        return set()
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+    def on_model_ready(self, model) -> None:
+        """Validate a `truncate_dim` given to the `SentenceTransformer` constructor as soon as it is known."""
+        check_truncate_dim(getattr(model, "truncate_dim", None), self.embedding_dimension, self.matryoshka_dims)
+
+    def _dimension_from_config(self) -> int:
+        config = self.model.config
+        for name in ("projection_dim", "embed_dim", "hidden_size"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError("Could not read the embedding dimension from the model config; set embedding_dimension")
+
+    # ------------------------------------------------------------------------------------------------ preprocess
+
+    def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
+        """Classify, load and process a batch that may mix texts, images and audio.
+
+        Args:
+            inputs: The batch, in order.
+            prompt: Prepended to text inputs only; images and audio never see it.
+            **kwargs: `task` and `processing_kwargs` from `encode` are accepted; `processing_kwargs` may hold
+                per-modality processor overrides such as `{"text": {"max_length": 77}}`.
+
+        Returns:
+            Flat features: for each modality present, its processor outputs prefixed `"<modality>::"` and the
+            positions of its items in `"<modality>::index"`.
+        """
+        overrides = kwargs.get("processing_kwargs") or {}
+        user_index = _positions_in_encode_call(len(inputs))
+        grouped: dict[str, list[tuple[int, Any]]] = {}
+        for position, item in enumerate(inputs):
+            index = user_index[position]
+            if isinstance(item, (tuple, list)):
+                raise TypeError(
+                    f"Input {index} is a {type(item).__name__}; pairs and nested lists are not embeddable here, "
+                    "pass each item separately"
+                )
+            modality, payload = classify(item, index, self._modalities)
+            grouped.setdefault(modality, []).append((index, payload))
+        # Items keep their encode-call index for error messages; the output needs positions within this batch.
+        batch_position = {index: position for position, index in enumerate(user_index)}
+
+        features: dict[str, Any] = {}
+        for modality, items in grouped.items():
+            processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
+            for key, value in processed.items():
+                features[f"{modality}{_PREFIX_SEPARATOR}{key}"] = value
+            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor(
+                [batch_position[index] for index, _ in items]
+            )
+        features["batch_size"] = torch.tensor(len(inputs))
+        return features
+
+    def _process_text(self, items, prompt, overrides) -> dict[str, Any]:
+        texts = [text if not prompt else prompt + text for _, text in items]
+        options = {**self.text_kwargs, **overrides}
+        max_length = options.pop("max_length", self.max_seq_length)
+        token_ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False, **options)["input_ids"]
+        if max_length:
+            token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
+            warn_truncated(cut, len(texts), max_length, self._warned)
+        return dict(
+            self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_attention_mask=True, return_tensors="pt")
+        )
+
+    def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
+        images = load_all(lambda item, index: load_image(item, index, self._fetch), items, self.loader_threads)
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None:
+            raise ValueError(f"{type(self.processor).__name__} has no image_processor")
+        return dict(image_processor(images, return_tensors="pt", **{**self.image_kwargs, **overrides}))
+
+    def _process_audio(self, items, prompt, overrides) -> dict[str, Any]:
+        feature_extractor = getattr(self.processor, "feature_extractor", None)
+        if feature_extractor is None:
+            raise ValueError(f"{type(self.processor).__name__} has no feature_extractor")
+        rate = feature_extractor.sampling_rate
+        waveforms = load_all(
+            lambda item, index: load_audio(item, index, rate, self._fetch), items, self.loader_threads
+        )
+        options = {**self.audio_kwargs, **overrides}
+        # Feature extractors such as CLAP's crop clips longer than their window at random (numpy's global RNG).
+        # Each clip is processed under the same fixed seed so an embedding never depends on the call or the batch.
+        per_clip = []
+        for waveform in waveforms:
+            with _fixed_numpy_seed(AUDIO_CROP_SEED):
+                per_clip.append(feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options))
+        return {key: torch.cat([features[key] for features in per_clip]) for key in per_clip[0]}
+
+    # --------------------------------------------------------------------------------------------------- forward
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in features.items():
+            modality, separator, name = key.partition(_PREFIX_SEPARATOR)
+            if separator:
+                grouped.setdefault(modality, {})[name] = value
+        batch_size = int(features["batch_size"])
+        dtype = self.model.dtype
+        device = self.model.device
+        embeddings = None
+        for modality, inputs in grouped.items():
+            positions = inputs.pop("index").to(device)
+            inputs = {
+                key: value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device)
+                for key, value in inputs.items()
+                if isinstance(value, torch.Tensor)
+            }
+            output = getattr(self.model, f"get_{modality}_features")(**inputs)
+            if not isinstance(output, torch.Tensor):
+                output = output.pooler_output
+            if embeddings is None:
+                embeddings = output.new_empty((batch_size, output.shape[-1]))
+            embeddings[positions] = output
+        if embeddings is None:
+            embeddings = torch.empty((0, self.embedding_dimension), device=device, dtype=dtype)
+        if self.normalize:
+            embeddings = torch.nn.functional.normalize(embeddings, p=2, dim=-1)
+        result = MatryoshkaEmbeddings(
+            normalize=self.normalize, full_dim=embeddings.shape[-1], valid_dims=self.matryoshka_dims
+        )
+        result.update({key: value for key, value in features.items() if _PREFIX_SEPARATOR not in key})
+        result["sentence_embedding"] = embeddings
+        return result
+
+    # ------------------------------------------------------------------------------------------------ save / load
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": list(self._modalities),
+            "normalize": self.normalize,
+            "matryoshka_dims": self.matryoshka_dims,
+            "max_seq_length": self.max_seq_length,
+            "embedding_dimension": self.embedding_dimension,
+            "text_kwargs": self.text_kwargs,
+            "image_kwargs": self.image_kwargs,
+            "audio_kwargs": self.audio_kwargs,
+            "url_timeout": self.url_timeout,
+            "url_max_bytes": self.url_max_bytes,
+            "loader_threads": self.loader_threads,
+        }
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.model.save_pretrained(output_path, safe_serialization=safe_serialization)
+        self.processor.save_pretrained(output_path)
+        self.save_config(output_path)
+        # sentence-transformers copies remote module code itself; a module imported from the installed package
+        # needs its files copied here so the saved folder reloads on machines without the package.
+        source_dir = os.path.dirname(os.path.abspath(__file__))
+        for name in _CODE_FILES:
+            target = os.path.join(output_path, name)
+            if not os.path.exists(target):
+                shutil.copyfile(os.path.join(source_dir, name), target)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+        model_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        backend: str = "torch",
+        **kwargs,
+    ) -> MultimodalTransformer:
+        if backend != "torch":
+            raise ValueError(f"MultimodalTransformer runs on the torch backend only, got backend={backend!r}")
+        config = cls.load_config(
+            model_name_or_path,
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            raise ValueError(f"{cls.config_file_name} has unknown keys {unknown}; known: {cls.config_keys}")
+        path = model_name_or_path if not subfolder else f"{model_name_or_path}/{subfolder}"
+        return cls(
+            path,
+            **config,
+            model_kwargs=model_kwargs,
+            processor_kwargs=processor_kwargs,
+            config_kwargs=config_kwargs,
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+            token=token,
+        )
+
+    def __repr__(self) -> str:
+        config = json.dumps({"modalities": list(self._modalities), "model": type(self.model).__name__})
+        return f"MultimodalTransformer({config})"
+
+
+__all__ = ["MultimodalTransformer", "MatryoshkaEmbeddings", "check_truncate_dim", "describe"]

@@ -1,0 +1,275 @@
+"""LongCLIP: conversion parity with the original forward, tokenization, stretching, loading doors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from longclip_reference import encode_image, encode_text, original_tokenize
+from PIL import Image
+
+SHORT = "A cat"
+MEDIUM = " ".join(["a red bicycle leaning on a wall near the old harbour"] * 9)  # about 90 tokens: past CLIP's 77
+LONG = " ".join(f"item{i} is blue" for i in range(120))  # far past 248 tokens
+TEXTS = [SHORT, MEDIUM, LONG, "Déjà vu: a 3-legged café table, isn't it?"]
+
+
+def _pixels(batch=3, size=32, seed=0):
+    return torch.from_numpy(np.random.RandomState(seed).randn(batch, 3, size, size).astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def remote_model(longclip_repo):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(longclip_repo, trust_remote_code=True).eval()
+
+
+@pytest.fixture(scope="module")
+def remote_processor(longclip_repo):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(longclip_repo, trust_remote_code=True)
+
+
+def test_token_counts_are_realistic(remote_processor):
+    tokenizer = remote_processor.tokenizer
+    assert 77 < len(tokenizer(MEDIUM)["input_ids"]) < 248
+    assert len(tokenizer(LONG)["input_ids"]) > 248
+
+
+def test_tokenization_matches_original_algorithm(remote_processor):
+    reference = original_tokenize(TEXTS)
+    ours = remote_processor(text=TEXTS, return_tensors="pt", padding="max_length", max_length=248)["input_ids"]
+    assert ours.shape == reference.shape == (len(TEXTS), 248)
+    content = reference != 0  # the original pads with 0, HF with the end token; every real token must agree
+    assert torch.equal(ours[content], reference[content])
+    assert torch.all(ours[~content] == 49407)
+    assert ours[2, -1].item() == 49407 and reference[2, -1].item() == 49407
+
+
+def test_truncation_warns_once(remote_processor, caplog):
+    from st_modules.processing_longclip import LongCLIPProcessor
+
+    processor = LongCLIPProcessor(
+        image_processor=remote_processor.image_processor, tokenizer=remote_processor.tokenizer
+    )
+    with caplog.at_level(logging.WARNING):
+        processor(text=[LONG, LONG], return_tensors="pt", padding=True)
+        processor(text=[LONG], return_tensors="pt", padding=True)
+    warnings = [record for record in caplog.records if "truncated" in record.getMessage()]
+    assert len(warnings) == 1 and "2 of 2 texts" in warnings[0].getMessage()
+
+
+def test_text_and_image_features_match_original_forward(remote_model, remote_processor, longclip_original_state_dict):
+    tokens = original_tokenize(TEXTS)
+    expected_text = encode_text(longclip_original_state_dict, tokens)
+    inputs = remote_processor(text=TEXTS, return_tensors="pt", padding="max_length", max_length=248)
+    with torch.inference_mode():
+        text = remote_model.get_text_features(**inputs).pooler_output
+        image = remote_model.get_image_features(pixel_values=_pixels()).pooler_output
+    torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=0)
+    torch.testing.assert_close(image, encode_image(longclip_original_state_dict, _pixels()), atol=1e-5, rtol=0)
+    # Position rows past 77 matter: the two long texts differ only late and must not collapse onto each other.
+    assert (text[1] - text[2]).abs().max() > 1e-3
+
+
+def test_both_position_tables_are_used(longclip_original_state_dict):
+    from hub_configs.longclip import original_to_hf
+
+    _, converted = original_to_hf(longclip_original_state_dict)
+    table = converted["text_model.embeddings.position_embedding.weight"]
+    torch.testing.assert_close(table[:20], longclip_original_state_dict["positional_embedding"][:20])
+    torch.testing.assert_close(table[20:], longclip_original_state_dict["positional_embedding_res"][20:])
+
+
+def test_stock_clip_without_remote_code_matches(longclip_repo, remote_model):
+    from transformers import AutoModel, AutoProcessor, CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer
+
+    stock = CLIPModel.from_pretrained(longclip_repo).eval()
+    assert type(AutoModel.from_pretrained(longclip_repo)) is CLIPModel
+    assert type(AutoProcessor.from_pretrained(longclip_repo)) is CLIPProcessor
+    tokenizer = CLIPTokenizer.from_pretrained(longclip_repo)
+    assert tokenizer.model_max_length == 248
+    inputs = CLIPProcessor.from_pretrained(longclip_repo)(
+        text=TEXTS,
+        images=[Image.new("RGB", (40, 30), (200, 10, 10))],
+        return_tensors="pt",
+        padding="max_length",
+        max_length=248,
+        truncation=True,
+    )
+    text_model = CLIPTextModel.from_pretrained(longclip_repo).eval()
+    with torch.inference_mode():
+        stock_out = stock(**inputs)
+        remote_out = remote_model(**inputs)
+        text_only = text_model(input_ids=inputs["input_ids"]).pooler_output
+        full_text = remote_model.text_model(input_ids=inputs["input_ids"]).pooler_output
+    assert torch.equal(stock_out.logits_per_image, remote_out.logits_per_image)
+    assert torch.equal(stock_out.text_embeds, remote_out.text_embeds)
+    torch.testing.assert_close(text_only, full_text, atol=1e-6, rtol=0)
+
+
+def test_overlong_input_ids_raise_clear_error(remote_model):
+    with pytest.raises(ValueError, match="at most 248"):
+        remote_model.get_text_features(input_ids=torch.full((1, 300), 320))
+
+
+def test_logits_per_image_quick_start(remote_model, remote_processor):
+    image = Image.new("RGB", (64, 48), (10, 200, 30))
+    inputs = remote_processor(
+        text=[SHORT, MEDIUM], images=image, return_tensors="pt", max_length=248, padding="max_length"
+    )
+    with torch.inference_mode():
+        outputs = remote_model(**inputs)
+        text = remote_model.get_text_features(input_ids=inputs["input_ids"]).pooler_output
+        img = remote_model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    text = text / text.norm(dim=-1, keepdim=True)
+    img = img / img.norm(dim=-1, keepdim=True)
+    expected = remote_model.logit_scale.exp() * img @ text.T
+    torch.testing.assert_close(outputs.logits_per_image, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_image_preprocessing_matches_original_transform(remote_processor):
+    from open_clip.transform import image_transform
+
+    transform = image_transform(
+        32,
+        is_train=False,
+        mean=remote_processor.image_processor.image_mean,
+        std=remote_processor.image_processor.image_std,
+    )
+    rng = np.random.RandomState(3)
+    image = Image.fromarray((rng.rand(48, 64, 3) * 255).astype(np.uint8))
+    ours = remote_processor(images=image, return_tensors="pt")["pixel_values"][0]
+    reference = transform(image)
+    # PIL and torchvision bicubic kernels differ slightly; a wrong crop, order or normalisation is off by far more.
+    assert (ours - reference).abs().mean() < 0.03
+
+
+def test_zero_shot_pipeline(longclip_repo, remote_model, remote_processor):
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=longclip_repo, trust_remote_code=True)
+    image = Image.new("RGB", (40, 40), (120, 30, 200))
+    labels = ["a cat", MEDIUM]
+    result = classifier(image, candidate_labels=labels)
+    scores = {item["label"]: item["score"] for item in result}
+    inputs = remote_processor(
+        text=[f"This is a photo of {label}." for label in labels], images=image, return_tensors="pt", padding=True
+    )
+    with torch.inference_mode():
+        expected = remote_model(**inputs).logits_per_image.softmax(-1)[0]
+    assert scores["a cat"] == pytest.approx(expected[0].item(), abs=1e-5)
+
+
+def test_stretching_follows_the_paper():
+    from st_modules.modeling_longclip import stretch_position_embedding
+
+    old = torch.randn(77, 8, dtype=torch.float64)
+    new = stretch_position_embedding(old, keep=20, ratio=4)
+    assert new.shape == (248, 8)
+    expected = torch.empty(248, 8, dtype=torch.float64)
+    expected[:20] = old[:20]
+    for i in range(56):
+        for k in range(4):
+            expected[20 + 4 * i + k] = (1 - k / 4) * old[20 + i] + (k / 4) * old[21 + i]
+    for k in range(4):
+        expected[244 + k] = old[76] + k * (old[76] - old[75]) / 4
+    torch.testing.assert_close(new, expected)
+
+
+def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
+    from transformers import CLIPConfig, CLIPModel
+
+    from st_modules.modeling_longclip import LongCLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "projection_dim": 16,
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 16,
+            "patch_size": 8,
+            "projection_dim": 16,
+        },
+        projection_dim=16,
+    )
+    clip = CLIPModel(config).eval()
+    long = LongCLIPModel.from_clip(clip).eval()
+    assert long.config.text_config.max_position_embeddings == 248
+    # Up to `keep` tokens the stretched model reads exactly the rows CLIP had.
+    ids = torch.tensor([[49406, 320, 2368, 49407]])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            long.get_text_features(input_ids=ids).pooler_output, clip.get_text_features(input_ids=ids).pooler_output
+        )
+    long.train()
+    optimizer = torch.optim.SGD(long.parameters(), lr=1.0)
+    before = long.text_model.embeddings.position_embedding.weight.detach().clone()
+    ids = torch.randint(0, 49406, (2, 60))
+    ids[:, -1] = 49407  # pooled at the end token, so every position up to 60 receives gradient
+    long.get_text_features(input_ids=ids).pooler_output.sum().backward()
+    optimizer.step()
+    after = long.text_model.embeddings.position_embedding.weight.detach()
+    assert torch.equal(after[:20], before[:20])
+    assert not torch.equal(after[20:60], before[20:60])
+
+
+def test_converter_infers_dimensions(longclip_original_state_dict):
+    from hub_configs.longclip import infer_dimensions, random_original_checkpoint
+
+    dims = infer_dimensions(random_original_checkpoint(text_width=128, vision_width=64, vision_layers=1, seed=2))
+    assert (dims["text_width"], dims["text_heads"], dims["text_layers"]) == (128, 2, 2)
+    assert (dims["vision_width"], dims["vision_layers"], dims["patch_size"], dims["image_size"]) == (64, 1, 8, 32)
+    assert dims["context_length"] == 248 and dims["embed_dim"] == 32
+    broken = dict(longclip_original_state_dict)
+    del broken["positional_embedding_res"]
+    with pytest.raises(ValueError, match="positional_embedding_res"):
+        infer_dimensions(broken)
+
+
+def test_converter_dtype_and_repo_files(tmp_path, longclip_checkpoint_path):
+    from safetensors import safe_open
+
+    from hub_configs.longclip import convert_checkpoint
+
+    out = convert_checkpoint(longclip_checkpoint_path, str(tmp_path / "fp16"), dtype="bf16")
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as handle:
+        assert handle.get_tensor("logit_scale").dtype == torch.bfloat16
+    files = set(os.listdir(out))
+    for required in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "modules.json",
+        "config_sentence_transformers.json",
+        "multimodal_config.json",
+        "README.md",
+        "modeling_longclip.py",
+        "multimodal_transformer.py",
+    ):
+        assert required in files
+    config = json.loads(Path(out, "config.json").read_text())
+    assert config["model_type"] == "clip" and config["text_config"]["max_position_embeddings"] == 248
+    assert config["auto_map"]["AutoModel"] == "modeling_longclip.LongCLIPModel"
+    card = Path(out, "README.md").read_text()
+    assert "LongCLIP-L" in card and "95.8 / 95.6" in card
+    with pytest.raises(FileNotFoundError):
+        convert_checkpoint(str(tmp_path / "missing.pt"), str(tmp_path / "x"))
