@@ -486,3 +486,10 @@ def test_sentence_transformer_mixed_batch_matches_auto_model(clipclap_loaded, cl
     torch.testing.assert_close(embeddings[[0, 4]], expected_text.pooler_output, atol=1e-4, rtol=0)
     torch.testing.assert_close(embeddings[2:3], expected_image, atol=1e-4, rtol=0)
     torch.testing.assert_close(embeddings[[1, 3]], expected_audio, atol=2e-3, rtol=0)
+    # A 15 s clip embeds identically alone and inside another batch (no random window choice).
+    rng = np.random.default_rng(9)
+    long_wav = write_wav(str(tmp_path / "long.wav"), (0.1 * rng.standard_normal(15 * SR)).astype(np.float32), SR)
+    alone = st.encode([long_wav], convert_to_tensor=True)
+    mixed = st.encode(["piano", wav_16k, long_wav], convert_to_tensor=True)[2:]
+    torch.testing.assert_close(alone, mixed, atol=1e-5, rtol=0)
+    torch.testing.assert_close(alone, _audio_embeds(model, processor, [long_wav], None), atol=1e-4, rtol=0)
