@@ -1,0 +1,345 @@
+"""Processor of CLIPCLAP: CLIP tokenizer, CLIP image processor and a deterministic CLAP feature extractor.
+
+The audio side accepts file paths, URLs, `{"array", "sampling_rate"}` dicts, NumPy arrays and torch tensors at any
+sampling rate, mono or multi-channel, and resamples to the extractor's rate (48 kHz for CLAP) before the log-mel
+features. Clips longer than CLAP's 10 s window are cut the way the CLAP feature extractor intends (`rand_trunc`: one
+10 s window; `fusion`: a shrunk global view plus a front, middle and back window), but the windows are chosen
+deterministically (`chunk_selection="center"`), so the same clip always gets the same embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SELECTIONS = ("center", "random")
+_MAX_CHANNELS = 16
+
+
+def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:
+    """Resample a mono waveform with soxr (high quality), or torchaudio when soxr is missing.
+
+    Args:
+        waveform: 1-D float array.
+        orig_sampling_rate: Rate of `waveform` in Hz.
+        target_sampling_rate: Wanted rate in Hz.
+
+    Returns:
+        A float32 1-D array at `target_sampling_rate`.
+    """
+    for name, rate in (("orig_sampling_rate", orig_sampling_rate), ("target_sampling_rate", target_sampling_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise ValueError(f"{name} must be a positive int number of Hz, got {rate!r}")
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if orig_sampling_rate == target_sampling_rate:
+        return waveform
+    try:
+        import soxr
+    except ImportError:
+        soxr = None
+    if soxr is not None:
+        return np.asarray(soxr.resample(waveform, orig_sampling_rate, target_sampling_rate, quality="HQ"), np.float32)
+    try:
+        import torch
+        import torchaudio.functional
+    except ImportError as error:
+        raise ImportError(
+            f"Resampling audio from {orig_sampling_rate} Hz to {target_sampling_rate} Hz needs soxr or torchaudio: "
+            "pip install soxr"
+        ) from error
+    resampled = torchaudio.functional.resample(torch.from_numpy(waveform), orig_sampling_rate, target_sampling_rate)
+    return resampled.numpy()
+
+
+def load_audio_file(path: str | os.PathLike, target_sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file or URL to a mono float32 waveform.
+
+    Args:
+        path: Local file path or http(s) URL.
+        target_sampling_rate: Resample to this rate when given.
+
+    Returns:
+        `(waveform, sampling_rate)`.
+    """
+    path = os.fspath(path)
+    if path.startswith(("http://", "https://")):
+        from transformers.audio_utils import load_audio
+
+        if target_sampling_rate is None:
+            raise ValueError(f"Loading audio from URL {path!r} needs a target_sampling_rate")
+        return np.asarray(load_audio(path, sampling_rate=target_sampling_rate), np.float32), target_sampling_rate
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Audio file {path!r} does not exist")
+    try:
+        import soundfile
+    except ImportError as error:
+        raise ImportError("Decoding audio files needs soundfile: pip install soundfile") from error
+    try:
+        data, sampling_rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # libsndfile raises its own error types for corrupt or unsupported files
+        raise ValueError(f"Could not decode audio file {path!r}: {error}") from error
+    waveform = _checked_mono(data.mean(axis=1), f"audio file {path!r}")
+    if target_sampling_rate is not None and sampling_rate != target_sampling_rate:
+        waveform = resample_audio(waveform, int(sampling_rate), target_sampling_rate)
+        sampling_rate = target_sampling_rate
+    return waveform, int(sampling_rate)
+
+
+def _checked_mono(waveform: Any, name: str) -> np.ndarray:
+    """Turn one clip into a finite float32 1-D array; multi-channel clips are averaged over the channel axis."""
+    if type(waveform).__module__.startswith("torch"):
+        waveform = waveform.detach().cpu().float().numpy()
+    array = np.asarray(waveform)
+    if array.dtype.kind in "iu":
+        # Integer PCM: scale to [-1, 1] like decoders do.
+        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
+    elif array.dtype.kind != "f":
+        raise TypeError(f"{name} must hold real numbers (float or integer PCM), got dtype {array.dtype}")
+    if array.ndim == 2:
+        channel_axis = int(np.argmin(array.shape))
+        if array.shape[channel_axis] > _MAX_CHANNELS:
+            raise ValueError(
+                f"{name} has shape {array.shape}: expected mono (samples,) or multi-channel (channels, samples) "
+                f"with at most {_MAX_CHANNELS} channels"
+            )
+        array = array.mean(axis=channel_axis)
+    elif array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (samples,) or 2-D (channels, samples), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite samples")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
+def prepare_waveforms(
+    audio: Any, sampling_rate: int | Sequence[int] | None, target_sampling_rate: int
+) -> list[np.ndarray]:
+    """Normalise any supported audio input to a list of mono float32 waveforms at `target_sampling_rate`.
+
+    Args:
+        audio: One clip or a list of clips. A clip is a path or URL, a `{"array", "sampling_rate"}` (or `{"path"}`)
+            dict, a 1-D array/tensor, or a 2-D multi-channel array/tensor inside a list. A bare 2-D array or tensor
+            is read as a batch of mono clips, as `ClapFeatureExtractor` does.
+        sampling_rate: Rate of the array/tensor clips: one int for all, or one per clip. Paths and dicts carry
+            their own. None means the clips are already at `target_sampling_rate`.
+        target_sampling_rate: Rate the feature extractor works at.
+    """
+    if audio is None:
+        raise ValueError("audio is None: expected a path, an array, a tensor or a list of them")
+    if isinstance(audio, (str, os.PathLike, dict)):
+        clips = [audio]
+    elif isinstance(audio, (list, tuple)):
+        if len(audio) == 0:
+            raise ValueError("audio is an empty list: expected at least one clip")
+        clips = [audio] if _is_scalar(audio[0]) else list(audio)
+    elif hasattr(audio, "ndim") and hasattr(audio, "shape"):
+        if audio.ndim == 1:
+            clips = [audio]
+        elif audio.ndim == 2:
+            clips = list(audio)
+        else:
+            raise ValueError(f"audio array must be 1-D (one clip) or 2-D (batch of clips), got shape {audio.shape}")
+    else:
+        raise TypeError(
+            f"audio must be a path, URL, dict, NumPy array, torch tensor or a list of them, got {type(audio).__name__}"
+        )
+
+    if sampling_rate is None or _is_scalar(sampling_rate):
+        rates = [sampling_rate] * len(clips)
+    else:
+        rates = list(sampling_rate)
+        if len(rates) != len(clips):
+            raise ValueError(f"sampling_rate has {len(rates)} entries for {len(clips)} audio clips")
+
+    waveforms = []
+    for index, (clip, rate) in enumerate(zip(clips, rates)):
+        name = f"audio clip {index}"
+        if isinstance(clip, (str, os.PathLike)):
+            waveforms.append(load_audio_file(clip, target_sampling_rate)[0])
+            continue
+        if isinstance(clip, dict):
+            if "array" in clip:
+                rate = clip.get("sampling_rate", rate)
+                clip = clip["array"]
+            elif "path" in clip:
+                waveforms.append(load_audio_file(clip["path"], target_sampling_rate)[0])
+                continue
+            else:
+                raise ValueError(f"{name} is a dict without 'array' or 'path' keys: {sorted(clip)}")
+        waveform = _checked_mono(clip, name)
+        if rate is None:
+            logger.warning(
+                "No sampling_rate given for %s; assuming it is already at %d Hz", name, target_sampling_rate
+            )
+            rate = target_sampling_rate
+        waveforms.append(resample_audio(waveform, int(rate), target_sampling_rate))
+    return waveforms
+
+
+class ClipClapFeatureExtractor(ClapFeatureExtractor):
+    """`ClapFeatureExtractor` with input checks, resampling and deterministic long-clip windows.
+
+    Identical to the stock extractor for clips up to 10 s (except that `truncation="fusion"` never marks a short
+    clip as long at random). For longer clips, `chunk_selection="center"` takes the window(s) the stock extractor
+    would draw at random from their centres: the middle 10 s for `rand_trunc`, and the centre of each third for the
+    front/middle/back windows of `fusion`. `chunk_selection="random"` restores the stock random draw (training).
+
+    Saved configs name the stock class, so any `transformers` install can read them; `ClipClapProcessor` turns the
+    stock extractor back into this one on load.
+    """
+
+    def __init__(self, *args, chunk_selection: str = "center", **kwargs):
+        super().__init__(*args, **kwargs)
+        if chunk_selection not in CHUNK_SELECTIONS:
+            raise ValueError(f"chunk_selection must be one of {CHUNK_SELECTIONS}, got {chunk_selection!r}")
+        if self.truncation not in ("fusion", "rand_trunc"):
+            raise ValueError(f"truncation must be 'fusion' or 'rand_trunc', got {self.truncation!r}")
+        self.chunk_selection = chunk_selection
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["feature_extractor_type"] = "ClapFeatureExtractor"
+        return output
+
+    def _random_mel_fusion(self, mel, total_frames, chunk_frames):
+        if self.chunk_selection == "random":
+            return super()._random_mel_fusion(mel, total_frames, chunk_frames)
+        import torch
+
+        # The stock extractor draws one start per third of the valid range; take each third's middle start.
+        ranges = np.array_split(np.arange(total_frames - chunk_frames + 1), 3)
+        starts = [int(part[(len(part) - 1) // 2]) if len(part) else 0 for part in ranges]
+        chunks = [mel[start : start + chunk_frames, :] for start in starts]
+        shrunk = torch.nn.functional.interpolate(
+            torch.from_numpy(np.ascontiguousarray(mel))[None, None],
+            size=[chunk_frames, mel.shape[1]],
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
+        return np.stack([shrunk, *chunks], axis=0)
+
+    def _get_input_mel(self, waveform: np.ndarray, max_length, truncation, padding):
+        if truncation == "rand_trunc" and self.chunk_selection == "center" and waveform.shape[0] > max_length:
+            start = (waveform.shape[0] - max_length) // 2
+            mel, _ = super()._get_input_mel(waveform[start : start + max_length], max_length, truncation, padding)
+            return mel, True
+        return super()._get_input_mel(waveform, max_length, truncation, padding)
+
+    def __call__(
+        self,
+        raw_speech: Any,
+        truncation: str | None = None,
+        padding: bool | str | None = None,
+        max_length: int | None = None,
+        sampling_rate: int | Sequence[int] | None = None,
+        return_tensors: str | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Log-mel features of one clip or a batch; see `prepare_waveforms` for the accepted inputs.
+
+        Returns:
+            `BatchFeature` with `input_features` `(batch, 1 or 4, frames, mel_bins)` float32 and `is_longer`
+            `(batch, 1)`.
+        """
+        truncation = truncation if truncation is not None else self.truncation
+        if truncation not in ("fusion", "rand_trunc"):
+            raise ValueError(f"truncation must be 'fusion' or 'rand_trunc', got {truncation!r}")
+        if padding is True or padding is None:
+            padding = self.padding
+        if padding not in ("repeatpad", "repeat", "pad"):
+            raise ValueError(f"padding must be 'repeatpad', 'repeat' or 'pad', got {padding!r}")
+        waveforms = prepare_waveforms(raw_speech, sampling_rate, self.sampling_rate)
+        max_length = max_length or self.nb_max_samples
+        # The STFT is per clip (clips differ in length before cropping); the model forward is batched.
+        mels, longer = zip(
+            *(self._get_input_mel(w.astype(np.float64), max_length, truncation, padding) for w in waveforms)
+        )
+        features = {
+            "input_features": np.stack(mels).astype(np.float32),
+            "is_longer": [[bool(flag)] for flag in longer],
+        }
+        return BatchFeature(features, tensor_type=return_tensors)
+
+
+class ClipClapProcessor(ProcessorMixin):
+    """CLIP tokenizer + CLIP image processor + deterministic CLAP feature extractor.
+
+    Args:
+        image_processor: A CLIP image processor.
+        tokenizer: A CLIP tokenizer.
+        feature_extractor: A `ClapFeatureExtractor` (converted to [`ClipClapFeatureExtractor`]).
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, feature_extractor=None, **kwargs):
+        if feature_extractor is not None and not isinstance(feature_extractor, ClipClapFeatureExtractor):
+            if not isinstance(feature_extractor, ClapFeatureExtractor):
+                raise TypeError(
+                    f"feature_extractor must be a ClapFeatureExtractor, got {type(feature_extractor).__name__}"
+                )
+            feature_extractor = ClipClapFeatureExtractor.from_dict(feature_extractor.to_dict())
+        super().__init__(image_processor, tokenizer, feature_extractor, **kwargs)
+
+    @property
+    def sampling_rate(self) -> int:
+        """Rate the audio features are computed at (48 kHz for CLAP)."""
+        return self.feature_extractor.sampling_rate
+
+    def prepare_audio(self, audio: Any, sampling_rate: int | Sequence[int] | None = None) -> list[np.ndarray]:
+        """Decode, downmix, check and resample audio to mono float32 waveforms at `self.sampling_rate`."""
+        return prepare_waveforms(audio, sampling_rate, self.sampling_rate)
+
+    def __call__(
+        self,
+        text: str | list[str] | None = None,
+        images: Any = None,
+        audio: Any = None,
+        sampling_rate: int | Sequence[int] | None = None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        truncation: bool = True,
+        max_length: int | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Tokenize texts, preprocess images and/or extract audio features in one call.
+
+        Returns:
+            `BatchFeature` with `input_ids`/`attention_mask`, `pixel_values` and `input_features`/`is_longer` for
+            the modalities given.
+        """
+        if text is None and images is None and audio is None:
+            raise ValueError("ClipClapProcessor needs at least one of text, images or audio")
+        data: dict[str, Any] = {}
+        if text is not None:
+            if not isinstance(text, str) and not (
+                isinstance(text, (list, tuple)) and all(isinstance(item, str) for item in text)
+            ):
+                raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+            data.update(
+                self.tokenizer(
+                    text, padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors
+                )
+            )
+        if images is not None:
+            data.update(self.image_processor(images, return_tensors=return_tensors))
+        if audio is not None:
+            data.update(self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors))
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values", "input_features", "is_longer"]
+
+
+__all__ = ["ClipClapFeatureExtractor", "ClipClapProcessor", "load_audio_file", "prepare_waveforms", "resample_audio"]
