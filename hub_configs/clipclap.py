@@ -20,7 +20,7 @@ from .builder import (
 
 logger = logging.getLogger(__name__)
 
-NAME = "clipclap"
+NAME = "CLIPCLAP"  # template folder hub_configs/CLIPCLAP
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLAP = "laion/larger_clap_music_and_speech"
 METADATA_FILE = "projection_training_metadata.json"
@@ -182,16 +182,7 @@ def build_repo(
     processor = processing_module.ClipClapProcessor(image_processor, tokenizer, feature_extractor)
     processor.save_pretrained(out_dir)
 
-    code_files = list(load_manifest(NAME)["code_files"])
-    for module_file in MODULE_CODE_FILES:
-        try:
-            copy_code_files([module_file], out_dir)
-        except FileNotFoundError:
-            # The sentence-transformers module lands on main separately; the transformers door works without it.
-            logger.warning(
-                "%s is not in this checkout; the repo will lack the SentenceTransformer module", module_file
-            )
-    copy_code_files(code_files, out_dir)
+    copy_code_files(list(load_manifest(NAME)["code_files"]) + MODULE_CODE_FILES, out_dir)
     write_sentence_transformers_files(
         out_dir,
         module_config={
