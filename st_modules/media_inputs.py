@@ -271,7 +271,8 @@ def load_image(item: Any, index: int, settings: FetchSettings = FetchSettings())
 _PCM_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
 
 
-def _waveform_to_mono_float(array, index: int) -> np.ndarray:
+def waveform_to_mono(array, index: int) -> np.ndarray:
+    """A finite, non-empty mono float32 waveform from float or integer-PCM data, mono or multi-channel."""
     if torch is not None and isinstance(array, torch.Tensor):
         array = array.detach().cpu()
         array = array.float().numpy() if array.dtype in (torch.float16, torch.bfloat16) else array.numpy()
@@ -312,6 +313,8 @@ def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.nda
 def _decode_audio_file(source: bytes | str, item: Any, index: int) -> tuple[np.ndarray, int]:
     if soundfile is None:
         raise ImportError("Audio files need soundfile: pip install soundfile")
+    if isinstance(source, str) and not os.path.isfile(source):
+        raise FileNotFoundError(f"Input {index}: audio file {describe(item)} does not exist")
     try:
         data, rate = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
     except FileNotFoundError as error:
@@ -328,12 +331,12 @@ def load_audio(item: Any, index: int, target_rate: int, settings: FetchSettings 
         rate = item["sampling_rate"]
         if not isinstance(rate, (int, np.integer)) or rate <= 0:
             raise ValueError(f"Input {index}: 'sampling_rate' must be a positive integer, got {rate!r}")
-        waveform = _waveform_to_mono_float(item["array"], index)
+        waveform = waveform_to_mono(item["array"], index)
     elif isinstance(item, str):
         data, rate = _decode_audio_file(_read_source(item, index, settings), item, index)
-        waveform = _waveform_to_mono_float(data, index)
+        waveform = waveform_to_mono(data, index)
     else:
-        waveform, rate = _waveform_to_mono_float(item, index), target_rate
+        waveform, rate = waveform_to_mono(item, index), target_rate
     return resample(waveform, int(rate), target_rate)
 
 

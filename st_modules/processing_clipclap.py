@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
 
+from .media_inputs import load_audio, resample
+
 logger = logging.getLogger(__name__)
 
 CHUNK_SELECTIONS = ("center", "random")
-_MAX_CHANNELS = 16
 
 
 def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:
@@ -37,86 +38,12 @@ def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_samplin
     for name, rate in (("orig_sampling_rate", orig_sampling_rate), ("target_sampling_rate", target_sampling_rate)):
         if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
             raise ValueError(f"{name} must be a positive int number of Hz, got {rate!r}")
-    waveform = np.asarray(waveform, dtype=np.float32)
-    if orig_sampling_rate == target_sampling_rate:
-        return waveform
-    try:
-        import soxr
-    except ImportError:
-        soxr = None
-    if soxr is not None:
-        return np.asarray(soxr.resample(waveform, orig_sampling_rate, target_sampling_rate, quality="HQ"), np.float32)
-    try:
-        import torch
-        import torchaudio.functional
-    except ImportError as error:
-        raise ImportError(
-            f"Resampling audio from {orig_sampling_rate} Hz to {target_sampling_rate} Hz needs soxr or torchaudio: "
-            "pip install soxr"
-        ) from error
-    resampled = torchaudio.functional.resample(torch.from_numpy(waveform), orig_sampling_rate, target_sampling_rate)
-    return resampled.numpy()
+    return resample(np.asarray(waveform, dtype=np.float32), int(orig_sampling_rate), int(target_sampling_rate))
 
 
-def load_audio_file(path: str | os.PathLike, target_sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Decode an audio file or URL to a mono float32 waveform.
-
-    Args:
-        path: Local file path or http(s) URL.
-        target_sampling_rate: Resample to this rate when given.
-
-    Returns:
-        `(waveform, sampling_rate)`.
-    """
-    path = os.fspath(path)
-    if path.startswith(("http://", "https://")):
-        from transformers.audio_utils import load_audio
-
-        if target_sampling_rate is None:
-            raise ValueError(f"Loading audio from URL {path!r} needs a target_sampling_rate")
-        return np.asarray(load_audio(path, sampling_rate=target_sampling_rate), np.float32), target_sampling_rate
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Audio file {path!r} does not exist")
-    try:
-        import soundfile
-    except ImportError as error:
-        raise ImportError("Decoding audio files needs soundfile: pip install soundfile") from error
-    try:
-        data, sampling_rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as error:  # libsndfile raises its own error types for corrupt or unsupported files
-        raise ValueError(f"Could not decode audio file {path!r}: {error}") from error
-    waveform = _checked_mono(data.mean(axis=1), f"audio file {path!r}")
-    if target_sampling_rate is not None and sampling_rate != target_sampling_rate:
-        waveform = resample_audio(waveform, int(sampling_rate), target_sampling_rate)
-        sampling_rate = target_sampling_rate
-    return waveform, int(sampling_rate)
-
-
-def _checked_mono(waveform: Any, name: str) -> np.ndarray:
-    """Turn one clip into a finite float32 1-D array; multi-channel clips are averaged over the channel axis."""
-    if type(waveform).__module__.startswith("torch"):
-        waveform = waveform.detach().cpu().float().numpy()
-    array = np.asarray(waveform)
-    if array.dtype.kind in "iu":
-        # Integer PCM: scale to [-1, 1] like decoders do.
-        array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
-    elif array.dtype.kind != "f":
-        raise TypeError(f"{name} must hold real numbers (float or integer PCM), got dtype {array.dtype}")
-    if array.ndim == 2:
-        channel_axis = int(np.argmin(array.shape))
-        if array.shape[channel_axis] > _MAX_CHANNELS:
-            raise ValueError(
-                f"{name} has shape {array.shape}: expected mono (samples,) or multi-channel (channels, samples) "
-                f"with at most {_MAX_CHANNELS} channels"
-            )
-        array = array.mean(axis=channel_axis)
-    elif array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (samples,) or 2-D (channels, samples), got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (0 samples)")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite samples")
-    return np.ascontiguousarray(array, dtype=np.float32)
+def load_audio_file(path: str | os.PathLike, target_sampling_rate: int) -> tuple[np.ndarray, int]:
+    """Decode an audio file, http(s) URL or data URI to a mono float32 waveform at `target_sampling_rate`."""
+    return load_audio(os.fspath(path), 0, target_sampling_rate), target_sampling_rate
 
 
 def _is_scalar(value: Any) -> bool:
@@ -129,9 +56,9 @@ def prepare_waveforms(
     """Normalise any supported audio input to a list of mono float32 waveforms at `target_sampling_rate`.
 
     Args:
-        audio: One clip or a list of clips. A clip is a path or URL, a `{"array", "sampling_rate"}` (or `{"path"}`)
-            dict, a 1-D array/tensor, or a 2-D multi-channel array/tensor inside a list. A bare 2-D array or tensor
-            is read as a batch of mono clips, as `ClapFeatureExtractor` does.
+        audio: One clip or a list of clips. A clip is a path, URL or data URI, a `{"array", "sampling_rate"}` (or
+            `{"path"}`) dict, a 1-D array/tensor, or a 2-D multi-channel array/tensor inside a list. A bare 2-D
+            array or tensor is read as a batch of mono clips, as `ClapFeatureExtractor` does.
         sampling_rate: Rate of the array/tensor clips: one int for all, or one per clip. Paths and dicts carry
             their own. None means the clips are already at `target_sampling_rate`.
         target_sampling_rate: Rate the feature extractor works at.
@@ -165,26 +92,23 @@ def prepare_waveforms(
 
     waveforms = []
     for index, (clip, rate) in enumerate(zip(clips, rates)):
-        name = f"audio clip {index}"
+        if isinstance(clip, dict) and "array" not in clip:
+            if "path" not in clip:
+                raise ValueError(f"audio clip {index} is a dict without 'array' or 'path' keys: {sorted(clip)}")
+            clip = clip["path"]
         if isinstance(clip, (str, os.PathLike)):
-            waveforms.append(load_audio_file(clip, target_sampling_rate)[0])
+            waveforms.append(load_audio(os.fspath(clip), index, target_sampling_rate))
             continue
         if isinstance(clip, dict):
-            if "array" in clip:
-                rate = clip.get("sampling_rate", rate)
-                clip = clip["array"]
-            elif "path" in clip:
-                waveforms.append(load_audio_file(clip["path"], target_sampling_rate)[0])
-                continue
-            else:
-                raise ValueError(f"{name} is a dict without 'array' or 'path' keys: {sorted(clip)}")
-        waveform = _checked_mono(clip, name)
+            rate, clip = clip.get("sampling_rate", rate), clip["array"]
         if rate is None:
             logger.warning(
-                "No sampling_rate given for %s; assuming it is already at %d Hz", name, target_sampling_rate
+                "No sampling_rate given for audio clip %d; assuming it is already at %d Hz",
+                index,
+                target_sampling_rate,
             )
             rate = target_sampling_rate
-        waveforms.append(resample_audio(waveform, int(rate), target_sampling_rate))
+        waveforms.append(load_audio({"array": clip, "sampling_rate": rate}, index, target_sampling_rate))
     return waveforms
 
 

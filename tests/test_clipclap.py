@@ -177,11 +177,11 @@ def test_audio_input_forms_agree(clipclap_loaded, tmp_path):
         assert (got - reference).abs().max() < 1e-3, name
     from_file = _audio_embeds(model, processor, [path], None)
     assert (from_file - reference).abs().max() < 1e-3
-    # Integer PCM is scaled to [-1, 1]; compare with the same quantised samples given as floats.
+    # Integer PCM is scaled by 1/32768 as decoders do; compare with the same quantised samples given as floats.
     pcm = (mono * 32767).astype(np.int16)
     torch.testing.assert_close(
         _audio_embeds(model, processor, [pcm], 44_100),
-        _audio_embeds(model, processor, [pcm.astype(np.float32) / 32767], 44_100),
+        _audio_embeds(model, processor, [pcm.astype(np.float32) / 32768], 44_100),
         atol=1e-6,
         rtol=0,
     )
@@ -195,10 +195,10 @@ def test_bad_audio_raises_clear_errors(clipclap_loaded, tmp_path):
         ([np.zeros(0, np.float32)], ValueError, "empty"),
         ([np.array([0.1, np.nan, 0.2], np.float32)], ValueError, "NaN"),
         ([np.array([0.1, np.inf], np.float32)], ValueError, "infinite"),
-        ([str(corrupt)], ValueError, "Could not decode"),
+        ([str(corrupt)], ValueError, "not a readable audio file"),
         ([str(tmp_path / "missing.wav")], FileNotFoundError, "does not exist"),
         ([np.zeros((2, 3, 4), np.float32)], ValueError, "1-D"),
-        ([np.array(["a", "b"])], TypeError, "real numbers"),
+        ([np.array(["a", "b"])], TypeError, "not float or integer PCM"),
         ([], ValueError, "empty list"),
         (object(), TypeError, "audio must be"),
     ]
