@@ -12,7 +12,7 @@ PROJECT_ROOT = os.path.dirname(HUB_CONFIGS_DIR)
 # The sentence-transformers input module every repo uses (st_modules/multimodal_transformer.py).
 MODULE_TYPE = "multimodal_transformer.MultimodalTransformer"
 MODULE_CONFIG_FILE = "multimodal_config.json"
-MODULE_CODE_FILES = ["st_modules/multimodal_transformer.py", "st_modules/media_inputs.py"]
+MODULE_CODE_FILES = ["st_modules/multimodal_transformer.py", "st_modules/media_inputs.py", "st_modules/token_truncation.py"]
 
 
 def repo_config_dir(name: str) -> str:
