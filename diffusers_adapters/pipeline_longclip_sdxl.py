@@ -57,6 +57,7 @@ WINDOW_CONTENT = WINDOW_LENGTH - 2
 # Knowledge-preserved stretching keeps the first 20 (well-trained) positions and interpolates the rest 4x.
 KPS_KEEP = 20
 KPS_FACTOR = 4
+_NO_LIMIT = 1 << 30
 
 __all__ = [
     "LongCLIPStableDiffusionXLPipeline",
@@ -150,8 +151,8 @@ def _content_ids(pipe, texts: list[str], tokenizer) -> list[list[int]]:
     """Token ids without BOS/EOS, untruncated (truncation is decided once the joint length is known)."""
     if isinstance(pipe, TextualInversionLoaderMixin):
         texts = pipe.maybe_convert_prompt(texts, tokenizer)
-    # verbose=False: the "longer than model_max_length" notice is wrong here, we handle length ourselves.
-    return tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False).input_ids
+    # An explicit max_length silences the tokenizer's "longer than model_max_length" notice: windows handle length.
+    return tokenizer(texts, add_special_tokens=False, truncation=False, max_length=_NO_LIMIT).input_ids
 
 
 def _sequence_length(content: list[list[int]], max_positions: int) -> int:
