@@ -1,0 +1,315 @@
+"""`encode_prompt` of the LongCLIP SDXL adapter: stock parity, long prompts against a reference, paper mode."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from sdxl_fixtures import (
+    assert_all_equal,
+    long_components,
+    long_pipeline,
+    longclip_pair,
+    stock_pipeline,
+    tiny_components,
+    words,
+)
+
+import diffusers_adapters.pipeline_longclip_sdxl as adapter
+
+CPU = torch.device("cpu")
+
+
+# ---------------------------------------------------------------- stock parity (77-position first encoder)
+
+PARITY_CASES = {
+    "negative-none-zeros": dict(prompt="a red cat"),
+    "negative-str": dict(prompt="a red cat", negative_prompt="blurry dark"),
+    "negative-list": dict(prompt=["a red cat", words(60)], negative_prompt=["blurry", words(75, 3)]),
+    "images-per-prompt-2": dict(prompt=["a red cat", "old tree"], negative_prompt="blurry", num_images_per_prompt=2),
+    "prompt-2": dict(prompt="a red cat", prompt_2="a green dog by the river", negative_prompt_2="dark"),
+    "clip-skip-1": dict(prompt=words(40), negative_prompt="blurry", clip_skip=1),
+    "no-cfg": dict(prompt=words(30), do_classifier_free_guidance=False),
+    "exactly-77-tokens": dict(prompt=words(75), negative_prompt=words(75, 5)),
+    "empty-prompt": dict(prompt=""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_bitwise_equal_to_stock_for_short_prompts(case):
+    kwargs = dict(device=CPU, **PARITY_CASES[case])
+    expected = stock_pipeline().encode_prompt(**kwargs)
+    actual = long_pipeline(tiny_components()).encode_prompt(**kwargs)
+    assert_all_equal(expected, actual)
+
+
+def test_bitwise_equal_without_force_zeros():
+    stock, long = stock_pipeline(), long_pipeline(tiny_components())
+    for pipe in (stock, long):
+        pipe.register_to_config(force_zeros_for_empty_prompt=False)
+    kwargs = dict(prompt=["a red cat", "a dog"], device=CPU, num_images_per_prompt=2)
+    assert_all_equal(stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs))
+
+
+def test_precomputed_embeds_pass_through():
+    stock, long = stock_pipeline(), long_pipeline(tiny_components())
+    embeds, _, pooled, _ = stock.encode_prompt("a red cat", device=CPU, do_classifier_free_guidance=False)
+    kwargs = dict(prompt=None, prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt="blurry", device=CPU)
+    expected, actual = stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs)
+    assert_all_equal(expected, actual)
+    assert actual[0] is not None and torch.equal(actual[0], embeds)
+
+
+def _fake_lora(monkeypatch, modules):
+    """Stand-in for PEFT LoRA layers: scaling multiplies each encoder's final layer norm weight."""
+
+    def scale(encoder, weight):
+        getattr(encoder, "text_model", encoder).final_layer_norm.weight.data.mul_(weight)
+
+    def unscale(encoder, weight):
+        if weight is not None and weight != 0:
+            getattr(encoder, "text_model", encoder).final_layer_norm.weight.data.div_(weight)
+
+    for module in modules:
+        monkeypatch.setattr(module, "USE_PEFT_BACKEND", True)
+        monkeypatch.setattr(module, "scale_lora_layers", scale)
+        monkeypatch.setattr(module, "unscale_lora_layers", unscale)
+
+
+def test_lora_scale_applied_and_restored_like_stock(monkeypatch):
+    import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl as stock_module
+
+    _fake_lora(monkeypatch, [stock_module, adapter])
+    components = tiny_components(fresh=True)
+    stock, long = stock_pipeline(components), long_pipeline(components)
+    norm = components["text_encoder_2"].text_model.final_layer_norm.weight
+    before = norm.detach().clone()
+    kwargs = dict(prompt=words(20), negative_prompt="blurry", device=CPU, lora_scale=0.5)
+    expected = stock.encode_prompt(**kwargs)
+    actual = long.encode_prompt(**kwargs)
+    assert_all_equal(expected, actual)
+    assert torch.equal(norm, before), "LoRA scale was not undone"
+    unscaled = long.encode_prompt(**{**kwargs, "lora_scale": None})
+    assert not torch.equal(unscaled[2], actual[2]), "lora_scale had no effect"
+    assert long._lora_scale == 0.5
+
+
+def test_textual_inversion_like_stock():
+    components = tiny_components(fresh=True)
+    stock = stock_pipeline(components)
+    torch.manual_seed(3)
+    for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        stock.load_textual_inversion(
+            {"<toy>": torch.randn(2, 32)},
+            token="<toy>",
+            text_encoder=components[encoder],
+            tokenizer=components[tokenizer],
+        )
+    long = long_pipeline(components)
+    kwargs = dict(prompt="a photo of <toy> on a table", negative_prompt="blurry", device=CPU)
+    expected, actual = stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs)
+    assert_all_equal(expected, actual)
+    plain = long.encode_prompt(**{**kwargs, "prompt": "a photo of on a table"})
+    assert not torch.equal(plain[0], actual[0])
+
+
+# ---------------------------------------------------------------- long prompts vs an independent reference
+
+
+def _reference_chunked(components, prompts, hidden_index=-2):
+    """Per row and per position: LongCLIP over the whole prompt; bigG over [BOS] + 75 + [EOS] windows."""
+    te1, tok1 = components["text_encoder"], components["tokenizer"]
+    te2, tok2 = components["text_encoder_2"], components["tokenizer_2"]
+    contents = [tok1(p, add_special_tokens=False).input_ids for p in prompts]
+    needed = max(len(c) for c in contents) + 2
+    length = min(te1.config.max_position_embeddings, 77 * -(-needed // 77))
+    bos, eos, pad2 = tok2.bos_token_id, tok2.eos_token_id, tok2.pad_token_id
+    rows, pooled = [], []
+    with torch.no_grad():
+        for prompt, content in zip(prompts, contents):
+            ids1 = tok1(prompt, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            states1 = te1(ids1.input_ids, output_hidden_states=True).hidden_states[hidden_index][0]
+            content = content[: length - 2]
+            stream = content + [eos] + [pad2] * (length - 2 - len(content))  # stream[j] sits at position j + 1
+
+            content_length = len(content)
+
+            @functools.cache
+            def window(k, stream=tuple(stream), content_length=content_length):
+                padded = list(stream) + [pad2] * 400
+                body, following = padded[75 * k : 75 * k + 75], padded[75 * k + 75]
+                last = eos if 75 * k + 75 < content_length else following
+                out = te2(torch.tensor([[bos, *body, last]]), output_hidden_states=True)
+                return out.hidden_states[hidden_index][0], out.text_embeds[0]
+
+            columns = [window(0)[0][0]]
+            for j in range(length - 1):
+                k, slot = divmod(j, 75)
+                if slot == 0 and j > 0 and j >= len(content):
+                    columns.append(window(k - 1)[0][76])  # an EOS/pad opening a window also ends the previous one
+                else:
+                    columns.append(window(k)[0][1 + slot])
+            rows.append(torch.cat([states1, torch.stack(columns)], dim=-1))
+            pooled.append(window(0)[1])
+    return torch.stack(rows), torch.stack(pooled)
+
+
+@pytest.mark.parametrize("tokens", [160, 248])
+def test_long_prompt_matches_reference(tokens):
+    components = long_components()
+    prompts = [words(tokens - 2), words(tokens - 40, 7)]
+    embeds, negative, pooled, negative_pooled = long_pipeline(components).encode_prompt(
+        prompts, device=CPU, do_classifier_free_guidance=False
+    )
+    expected_embeds, expected_pooled = _reference_chunked(components, prompts)
+    assert embeds.shape == (2, 77 * -(-tokens // 77) if tokens <= 231 else 248, 64)
+    torch.testing.assert_close(embeds, expected_embeds, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pooled, expected_pooled, rtol=1e-5, atol=1e-5)
+    assert negative is None and negative_pooled is None
+
+
+def test_clip_skip_on_long_prompt_matches_reference():
+    components = long_components()
+    prompts = [words(120)]
+    embeds, *_ = long_pipeline(components).encode_prompt(prompts, device=CPU, clip_skip=1)
+    torch.testing.assert_close(embeds, _reference_chunked(components, prompts, hidden_index=-3)[0])
+
+
+def test_word_past_token_77_changes_embedding_unlike_stock():
+    base, changed = words(100), words(85) + " river " + words(14, 2)
+    assert len(base.split()) == len(changed.split())
+    long = long_pipeline()
+    first = long.encode_prompt(base, device=CPU, do_classifier_free_guidance=False)[0]
+    second = long.encode_prompt(changed, device=CPU, do_classifier_free_guidance=False)[0]
+    assert first.shape[1] == 154
+    assert torch.equal(first[:, :86], second[:, :86]), "causal encoders: positions before the change must not move"
+    assert not torch.allclose(first[:, 86:, :32], second[:, 86:, :32]), "LongCLIP half ignored the change"
+    assert not torch.allclose(first[:, 86:, 32:], second[:, 86:, 32:]), "bigG half ignored the change"
+    stock = stock_pipeline(tiny_components())
+    stock_first = stock.encode_prompt(base, device=CPU, do_classifier_free_guidance=False)[0]
+    stock_second = stock.encode_prompt(changed, device=CPU, do_classifier_free_guidance=False)[0]
+    assert torch.equal(stock_first, stock_second)
+
+
+def test_short_row_in_mixed_batch_equals_solo():
+    long = long_pipeline()
+    short = "a red cat under a tree"
+    batch = long.encode_prompt([short, words(200)], device=CPU, negative_prompt=["blurry", "dark"])
+    solo = long.encode_prompt(short, device=CPU, negative_prompt="blurry")
+    assert batch[0].shape[1] == 231 and solo[0].shape[1] == 77
+    for index in range(4):
+        torch.testing.assert_close(
+            batch[index][:1, : solo[index].shape[1]] if index < 2 else batch[index][:1], solo[index]
+        )
+
+
+def test_negative_longer_than_positive():
+    long = long_pipeline()
+    embeds, negative, pooled, negative_pooled = long.encode_prompt(
+        "a red cat", device=CPU, negative_prompt=words(130), num_images_per_prompt=2
+    )
+    assert embeds.shape == negative.shape == (2, 154, 64)
+    solo_negative = long.encode_prompt(words(130), device=CPU, do_classifier_free_guidance=False)
+    torch.testing.assert_close(negative[:1], solo_negative[0])
+    torch.testing.assert_close(negative_pooled[:1], solo_negative[2])
+    solo_positive = long.encode_prompt("a red cat", device=CPU, do_classifier_free_guidance=False)
+    torch.testing.assert_close(embeds[:1, :77], solo_positive[0])
+
+
+def test_over_248_tokens_truncates_with_one_warning(monkeypatch):
+    messages = []
+    monkeypatch.setattr(adapter.logger, "warning", lambda message, *args: messages.append(message))
+    long = long_pipeline()
+    too_long = long.encode_prompt([words(300), words(250, 1)], device=CPU, negative_prompt=words(260))
+    exact = long.encode_prompt([words(246), words(246, 1)], device=CPU, negative_prompt=words(246))
+    assert len(messages) == 1 and "truncated" in messages[0]
+    for left, right in zip(too_long, exact):
+        torch.testing.assert_close(left, right)
+    assert too_long[0].shape[1] == 248
+
+
+def test_mismatched_tokenizer_and_encoder_named_before_forward():
+    from hub_configs.clip_tokenizer import build_clip_tokenizer
+
+    longclip, tokenizer_248 = longclip_pair()
+    components = tiny_components()
+    with pytest.raises(ValueError, match=r"`tokenizer` truncates at 77 tokens but `text_encoder` has 248"):
+        long_pipeline({**components, "text_encoder": longclip})
+    with pytest.raises(ValueError, match=r"`tokenizer` truncates at 248 tokens but `text_encoder` has 77"):
+        long_pipeline({**components, "tokenizer": tokenizer_248})
+    pipe = long_pipeline()
+    pipe.tokenizer_2 = build_clip_tokenizer(248, pad_token="!")
+    with pytest.raises(ValueError, match="tokenizer_2"):
+        pipe.encode_prompt("a cat", device=CPU)
+    with pytest.raises(ValueError, match="mode"):
+        long_pipeline(mode="fancy")
+    with pytest.raises(TypeError, match="prompt"):
+        long_pipeline().encode_prompt(3, device=CPU)
+    with pytest.raises(ValueError, match="paper"):
+        long_pipeline(tiny_components(), mode="paper")
+
+
+def test_fp16_cast():
+    reference = long_pipeline().encode_prompt(words(150), device=CPU, negative_prompt="blurry")
+    half = long_components()
+    for key in ("text_encoder", "text_encoder_2"):
+        half[key] = copy.deepcopy(half[key]).half()
+    outputs = long_pipeline(half).encode_prompt(words(150), device=CPU, negative_prompt="blurry")
+    assert outputs[0].dtype == outputs[1].dtype == outputs[2].dtype == torch.float16
+    for left, right in zip(outputs, reference):
+        torch.testing.assert_close(left.float(), right, rtol=2e-2, atol=2e-2)
+
+
+# ---------------------------------------------------------------- paper mode vs a re-implementation of the recipe
+
+
+def _kps_loop(old: torch.Tensor, keep: int = 20) -> torch.Tensor:
+    """Knowledge-preserved stretching written row by row, as the Long-CLIP SDXL script does it."""
+    length, dim = old.shape
+    new = torch.zeros(4 * length - 3 * keep, dim)
+    new[:keep] = old[:keep]
+    for i in range(length - 1 - keep):
+        for k in range(4):
+            new[4 * i + k + keep] = (4 - k) * old[i + keep] / 4 + k * old[i + 1 + keep] / 4
+    for k in range(4):
+        new[4 * length - 3 * keep - 4 + k] = old[length - 1] + k * (old[length - 1] - old[length - 2]) / 4
+    return new
+
+
+def test_stretch_position_embedding_matches_loop():
+    old = torch.randn(77, 16)
+    torch.testing.assert_close(adapter.stretch_position_embedding(old), _kps_loop(old))
+    with pytest.raises(ValueError, match="weight"):
+        adapter.stretch_position_embedding(torch.randn(77))
+
+
+def test_paper_mode_matches_recipe():
+    import open_clip
+    from transformers import CLIPTextModelWithProjection
+
+    components = long_components()
+    te1, te2 = components["text_encoder"], components["text_encoder_2"]
+    prompts = [words(200), "a red cat"]
+    long = long_pipeline(components, mode="paper")
+    embeds, negative, pooled, negative_pooled = long.encode_prompt(prompts, device=CPU, negative_prompt="blurry")
+
+    # open_clip's own tokenizer: BOS + BPE + EOS, zero padding, cut to 248 with EOS last.
+    ids = open_clip.tokenize(prompts, context_length=248)
+    stretched_config = te2.config.to_dict() | {"max_position_embeddings": 248}
+    stretched = CLIPTextModelWithProjection(type(te2.config)(**stretched_config)).eval()
+    state = dict(te2.state_dict())
+    state["text_model.embeddings.position_embedding.weight"] = _kps_loop(
+        te2.text_model.embeddings.position_embedding.weight.detach()
+    )
+    stretched.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        big = stretched(ids)
+        expected = torch.cat([te1(ids).last_hidden_state, big.last_hidden_state], dim=-1)
+    assert embeds.shape == (2, 248, 64)
+    torch.testing.assert_close(embeds, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pooled, big.text_embeds, rtol=1e-5, atol=1e-5)
+    assert negative.shape == embeds.shape
+    # bigG's own table is back in place afterwards
+    assert te2.text_model.embeddings.position_embedding.weight.shape[0] == 77
