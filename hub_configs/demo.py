@@ -6,7 +6,9 @@ import argparse
 import os
 import tempfile
 
-DEFAULT_MODEL = "BeichenZhang/LongCLIP-L"  # placeholder id of a converted repo; offline, the tiny default is used
+# The authors' original checkpoint; the demo converts it once with `mmhub convert longclip` when it can be downloaded.
+ORIGINAL_REPO = "BeichenZhang/LongCLIP-L"
+ORIGINAL_FILE = "longclip-L.pt"
 
 # Captions far past CLIP's 77 tokens whose distinguishing words come late, where stock CLIP cannot see them.
 _PREAMBLE = (
@@ -28,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help=f"ORG/NAME or a local repo folder (default: {DEFAULT_MODEL}, else a tiny random LongCLIP offline)",
+        help=(
+            f"ORG/NAME of a converted repo or a local repo folder (default: {ORIGINAL_REPO}'s {ORIGINAL_FILE} "
+            "converted on first use; with no Hub access, a tiny random LongCLIP built offline)"
+        ),
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: what sentence-transformers picks)")
 
@@ -49,17 +54,28 @@ def _draw(color, shape, size=224):
 
 
 def resolve_model(model: str | None) -> tuple[str, bool]:
-    """Return `(path_or_id, random_weights)`: the requested model, or the tiny random default when offline."""
-    if model is not None and os.path.isdir(model):
-        return model, False
-    candidate = model or DEFAULT_MODEL
-    try:
-        from huggingface_hub import snapshot_download
+    """Return `(path_or_id, random_weights)` for the demo.
 
-        return snapshot_download(candidate), False
-    except Exception as error:
-        if model is not None:
-            raise ValueError(f"Could not load {model!r} from the Hub or disk: {error}") from error
+    An explicit `--model` must load (a folder, or a Hub id that sentence-transformers and transformers fetch).
+    Without one, the original LongCLIP-L checkpoint is downloaded and converted once; when the Hub cannot be
+    reached, a tiny random-weight repo is built offline through the same conversion code.
+    """
+    if model is not None:
+        return model, False
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "mmhub")
+    converted = os.path.join(cache, "LongCLIP-L")
+    if os.path.isfile(os.path.join(converted, "modules.json")):
+        return converted, False
+    try:
+        from huggingface_hub import hf_hub_download
+
+        checkpoint = hf_hub_download(ORIGINAL_REPO, ORIGINAL_FILE)
+    except Exception as error:  # offline, no DNS, rate limits: all mean "no real weights here"
+        print(f"Could not download {ORIGINAL_REPO}/{ORIGINAL_FILE} ({type(error).__name__}).")
+    else:
+        from .longclip import convert_checkpoint
+
+        return convert_checkpoint(checkpoint, converted), False
     from .longclip import build_tiny_repo
 
     folder = os.path.join(tempfile.gettempdir(), "mmhub-demo-tiny-longclip")
