@@ -56,18 +56,20 @@ def run_fresh_python(code: str, tmp_path, env_extra: dict[str, str] | None = Non
     env.update({"HF_HOME": str(tmp_path / "hf_home"), "HF_MODULES_CACHE": str(tmp_path / "modules")})
     env.update(env_extra or {})
     script = tmp_path / "fresh_process.py"
-    # Guard: the checkout must not be importable, so only the repo's remote code can run.
+    # Guard: this package must not be importable (an editable install would make it so), so only the repo's own
+    # remote code can run.
     preamble = textwrap.dedent(
         f"""
         import sys
         sys.path = [p for p in sys.path if p not in ("", {REPO_ROOT!r})]
-        for banned in ("st_modules", "hub_configs", "diffusers_adapters"):
-            try:
-                __import__(banned)
-            except ImportError:
-                pass
-            else:
-                raise SystemExit(f"{{banned}} is importable in the fresh process")
+
+        class _BlockCheckout:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("st_modules", "hub_configs", "diffusers_adapters"):
+                    raise ImportError(f"{{name}} comes from the checkout, not from the repo's remote code")
+                return None
+
+        sys.meta_path.insert(0, _BlockCheckout())
         """
     )
     script.write_text(preamble + textwrap.dedent(code))
