@@ -381,11 +381,7 @@ def convert_checkpoint(
     processor.save_pretrained(out_dir)
 
     manifest = load_manifest(REPO_TEMPLATE)
-    copy_code_files(manifest["code_files"], out_dir)
-    available = [path for path in MODULE_CODE_FILES if _code_file_exists(path)]
-    if len(available) < len(MODULE_CODE_FILES):
-        logger.warning("sentence-transformers module code missing from this checkout: %s", MODULE_CODE_FILES)
-    copy_code_files(available, out_dir)
+    copy_code_files(manifest["code_files"] + MODULE_CODE_FILES, out_dir)
     prompts = dict(config.task_instructions)
     write_sentence_transformers_files(
         out_dir,
@@ -414,14 +410,6 @@ def convert_checkpoint(
         matryoshka_dims=", ".join(str(d) for d in config.matryoshka_dimensions),
     )
     return out_dir
-
-
-def _code_file_exists(relative_path: str) -> bool:
-    import st_modules
-
-    return os.path.isfile(
-        os.path.join(os.path.dirname(os.path.abspath(st_modules.__file__)), os.path.basename(relative_path))
-    )
 
 
 # ------------------------------------------------------------------------------------------------ tiny

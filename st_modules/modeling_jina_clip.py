@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_jina_clip import JinaCLIPConfig
 from .jina_eva_vision import EvaRotaryEmbedding2D, EvaVisionTransformer
+from .media_inputs import load_all, load_image
 
 try:
     from PIL import Image
@@ -312,21 +313,16 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
 
     @staticmethod
     def load_images(images: list) -> list:
-        """Open URLs, `data:image/...` URIs, local paths and PIL images as RGB PIL images."""
-        from transformers.image_utils import load_image
-
-        loaded = []
+        """Open URLs, `data:image/...` URIs, local paths, PIL images and arrays as RGB PIL images (threaded)."""
         for index, image in enumerate(images):
-            if Image is not None and isinstance(image, Image.Image):
-                loaded.append(image.convert("RGB"))
-            elif isinstance(image, str):
-                loaded.append(load_image(image).convert("RGB"))
-            else:
+            if not isinstance(image, (str, np.ndarray, torch.Tensor)) and not (
+                Image is not None and isinstance(image, Image.Image)
+            ):
                 raise TypeError(
-                    f"images[{index}] must be a URL, a data:image/ URI, a file path or a PIL image, "
+                    f"images[{index}] must be a URL, a data:image/ URI, a file path, a PIL image or an array, "
                     f"got {type(image).__name__}"
                 )
-        return loaded
+        return load_all(load_image, list(enumerate(images)), workers=8)
 
     @torch.inference_mode()
     def encode_image(

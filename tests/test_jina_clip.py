@@ -136,8 +136,10 @@ def test_encode_image_preprocessing_matches_upstream_transform(upstream_dir, loa
     torch.testing.assert_close(ours.double(), expected, atol=2e-3, rtol=0)
 
 
-def test_encode_image_accepts_paths_data_uris_urls_and_pil(loaded, tmp_path, monkeypatch):
-    import transformers.image_utils as image_utils
+def test_encode_image_accepts_paths_data_uris_urls_and_pil(loaded, tmp_path):
+    import functools
+    import http.server
+    import threading
 
     model, _ = loaded
     image = _image(3)
@@ -148,11 +150,15 @@ def test_encode_image_accepts_paths_data_uris_urls_and_pil(loaded, tmp_path, mon
     png = buffer.getvalue()
     data_uri = "data:image/png;base64," + base64.b64encode(png).decode()
 
-    class _Response:
-        content = png
-
-    monkeypatch.setattr(image_utils.httpx, "get", lambda url, **kwargs: _Response())
-    embeddings = model.encode_image([image, str(path), data_uri, "https://example.com/cat.png"])
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cat.png"
+        embeddings = model.encode_image([image, str(path), data_uri, url])
+    finally:
+        server.shutdown()
     assert embeddings.shape == (4, 32)
     for row in embeddings[1:]:
         np.testing.assert_allclose(row, embeddings[0], atol=1e-6)
@@ -278,14 +284,7 @@ def test_hub_cache_offline_load(repo_dir, loaded, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- sentence-transformers
-def _st_module_available() -> bool:
-    import st_modules
-
-    return os.path.isfile(os.path.join(os.path.dirname(st_modules.__file__), "multimodal_transformer.py"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _st_module_available(), reason="needs st_modules/multimodal_transformer.py from main")
 def test_sentence_transformers_door(repo_dir, loaded, tmp_path):
     from sentence_transformers import SentenceTransformer
 
