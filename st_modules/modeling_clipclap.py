@@ -77,6 +77,16 @@ class ClipClapModel(ClipClapPreTrainedModel):
         self.post_init()
 
     @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        # transformers applies `dtype` one config level deep; the CLIP towers sit two levels down and would stay
+        # float32 next to half-precision projections. The top-level map always gets the requested dtype.
+        target = model.audio_to_clip.weight.dtype
+        if any(parameter.dtype != target for parameter in model.parameters()):
+            model = model.to(target)
+        return model
+
+    @classmethod
     def from_clip_and_clap(
         cls, clip_model: CLIPModel, clap_model: nn.Module, audio_to_clip_weight: torch.Tensor
     ) -> ClipClapModel:

@@ -493,3 +493,21 @@ def test_sentence_transformer_mixed_batch_matches_auto_model(clipclap_loaded, cl
     mixed = st.encode(["piano", wav_16k, long_wav], convert_to_tensor=True)[2:]
     torch.testing.assert_close(alone, mixed, atol=1e-5, rtol=0)
     torch.testing.assert_close(alone, _audio_embeds(model, processor, [long_wav], None), atol=1e-4, rtol=0)
+
+
+def test_half_precision_load_casts_every_tower(clipclap_repo, clipclap_loaded):
+    from transformers import AutoModel
+
+    model32, processor = clipclap_loaded
+    model16 = AutoModel.from_pretrained(clipclap_repo, trust_remote_code=True, dtype=torch.bfloat16).eval()
+    assert {parameter.dtype for parameter in model16.parameters()} == {torch.bfloat16}
+    inputs = processor(text=["a dog barking"], audio=[tone(2.0, SR)], sampling_rate=SR)
+    with torch.inference_mode():
+        low = model16.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        full = model32.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        low_audio = model16.get_audio_features(input_features=inputs["input_features"])
+        full_audio = model32.get_audio_features(input_features=inputs["input_features"])
+    assert torch.nn.functional.cosine_similarity(low.pooler_output.float(), full.pooler_output).min() > 0.98
+    assert (
+        torch.nn.functional.cosine_similarity(low_audio.pooler_output.float(), full_audio.pooler_output).min() > 0.98
+    )
