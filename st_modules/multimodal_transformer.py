@@ -307,7 +307,14 @@ class MultimodalTransformer(InputModule):
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             raise ValueError(f"{type(self.processor).__name__} has no image_processor")
-        return dict(image_processor(images, return_tensors="pt", **{**self.image_kwargs, **overrides}))
+        options = {**self.image_kwargs, **overrides}
+        device = self.model.device
+        valid = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
+        if device.type != "cpu" and "device" in valid and "device" not in options:
+            # Torchvision-backed processors resize and normalise on the model's accelerator, off the CPU that
+            # decodes the next images and tokenizes texts.
+            options["device"] = device
+        return dict(image_processor(images, return_tensors="pt", **options))
 
     def _process_audio(self, items, prompt, overrides) -> dict[str, Any]:
         feature_extractor = getattr(self.processor, "feature_extractor", None)
