@@ -22,14 +22,21 @@ import numpy as np
 import torch
 
 
-def _timed(function, repeats: int) -> float:
-    function()  # warm-up: allocator, thread pools, lazy imports
-    best = float("inf")
+def _compare(first, second, repeats: int) -> tuple[float, float]:
+    """Best-of-`repeats` seconds of two functions, run alternately so that drifting machine speed hits both alike."""
+    first()  # warm-up: allocator, thread pools, lazy imports
+    second()
+    best_first = best_second = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+        for function, slot in ((first, 0), (second, 1)):
+            start = time.perf_counter()
+            function()
+            elapsed = time.perf_counter() - start
+            if slot == 0:
+                best_first = min(best_first, elapsed)
+            else:
+                best_second = min(best_second, elapsed)
+    return best_first, best_second
 
 
 def main() -> None:
@@ -37,7 +44,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -98,15 +105,22 @@ def main() -> None:
         for i in range(0, len(pil_images), args.batch_size)
     ]
 
+    def synchronize():
+        # encode() copies results to the CPU, which waits for the device; the raw loop must wait too.
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     def raw_text():
         with torch.inference_mode():
             for batch in text_batches:
                 module.model.get_text_features(**batch)
+        synchronize()
 
     def raw_images():
         with torch.inference_mode():
             for pixels in image_batches:
                 module.model.get_image_features(pixel_values=pixels)
+        synchronize()
 
     def st_text():
         model.encode(captions, batch_size=args.batch_size)
@@ -126,15 +140,11 @@ def main() -> None:
     def load_and_preprocess():
         module.preprocess(image_paths)
 
-    timings = {
-        "raw_text": _timed(raw_text, args.repeats),
-        "st_text": _timed(st_text, args.repeats),
-        "raw_images": _timed(raw_images, args.repeats),
-        "st_images": _timed(st_images, args.repeats),
-        "st_separate": _timed(st_separate, args.repeats),
-        "st_mixed": _timed(st_mixed, args.repeats),
-        "load_preprocess": _timed(load_and_preprocess, args.repeats),
-    }
+    timings = {}
+    timings["raw_text"], timings["st_text"] = _compare(raw_text, st_text, args.repeats)
+    timings["raw_images"], timings["st_images"] = _compare(raw_images, st_images, args.repeats)
+    timings["st_separate"], timings["st_mixed"] = _compare(st_separate, st_mixed, args.repeats)
+    timings["load_preprocess"] = _compare(load_and_preprocess, load_and_preprocess, args.repeats)[0]
     torch_threads = torch.get_num_threads()
     print(f"LongCLIP-B-sized, random weights, device={device}, torch threads={torch_threads}")
     print(f"{args.texts} captions of 248 tokens, {args.images} JPEG files 320x256 -> 224 px, batch {args.batch_size}")
