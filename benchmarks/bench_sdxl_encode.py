@@ -42,6 +42,39 @@ def build(args):
         text_encoder = CLIPTextModel.from_pretrained(args.adapter, subfolder="text_encoder", torch_dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(args.adapter, subfolder="tokenizer")
         label = f"{args.base} + {args.adapter}"
+    elif args.real_size:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+        from hub_configs.clip_tokenizer import build_clip_tokenizer
+        from hub_configs.longclip_sdxl import build_tiny_sdxl_components
+
+        # Real SDXL text-encoder sizes (CLIP ViT-L/14 text, OpenCLIP bigG text) with random weights; the UNet and
+        # VAE stay tiny because encode_prompt never touches them.
+        clip_l = {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "projection_dim": 768,
+            "hidden_act": "quick_gelu",
+            "eos_token_id": 49407,
+        }
+        big_g = {
+            "hidden_size": 1280,
+            "intermediate_size": 5120,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 20,
+            "projection_dim": 1280,
+            "hidden_act": "gelu",
+            "eos_token_id": 2,
+        }
+        components = build_tiny_sdxl_components()
+        components["text_encoder"] = CLIPTextModel(CLIPTextConfig(**clip_l)).eval()
+        components["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**big_g)).eval()
+        stock = StableDiffusionXLPipeline(**components)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**clip_l, max_position_embeddings=248)).eval()
+        tokenizer = build_clip_tokenizer(248)
+        label = "real-size SDXL text encoders with random weights (CLIP-L 77 / LongCLIP-L 248 and bigG)"
     else:
         from hub_configs.clip_tokenizer import build_clip_tokenizer
         from hub_configs.longclip_sdxl import build_tiny_sdxl_components, build_tiny_text_encoder
@@ -74,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=None, help="SDXL base repo or folder (default: tiny random)")
     parser.add_argument("--adapter", default=None, help="adapter folder from `mmhub convert longclip-sdxl`")
+    parser.add_argument("--real-size", action="store_true", help="random text encoders of SDXL's real sizes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     parser.add_argument("--batch", type=int, default=4)
