@@ -30,9 +30,49 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def resize_to_real_dimensions(repo: str) -> None:
+    """Give a tiny repo jina-clip-v2's real tower sizes (random weights): XLM-R large text, EVA02-L/14 at 512 px.
+
+    The tiny tokenizer stays (its small vocabulary changes nothing but the embedding table's size).
+    """
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    from hub_configs.builder import update_json
+
+    config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
+    text = config.text_config.to_dict()
+    text.update(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    vision = config.vision_config.to_dict()
+    vision.update(
+        width=1024,
+        layers=24,
+        head_width=64,
+        mlp_ratio=2.6667,
+        image_size=512,
+        patch_size=14,
+        pt_hw_seq_len=16,
+        embed_dim=1024,
+    )
+    dims = [32, 64, 128, 256, 512, 768, 1024]
+    real = type(config)(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=1024,
+        matryoshka_dimensions=dims,
+        task_instructions=config.task_instructions,
+    )
+    AutoModel.from_config(real, trust_remote_code=True).save_pretrained(repo)
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    processor.image_processor.size = {"shortest_edge": 512}
+    processor.image_processor.crop_size = {"height": 512, "width": 512}
+    processor.save_pretrained(repo)
+    update_json(f"{repo}/multimodal_config.json", embedding_dimension=1024, matryoshka_dims=dims)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument("--real-size", action="store_true", help="without --model: random weights, real sizes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=5)
@@ -45,6 +85,8 @@ def main() -> None:
         from hub_configs.jina_clip_v2 import build_tiny
 
         model_path = build_tiny(tempfile.mkdtemp())
+        if args.real_size:
+            resize_to_real_dimensions(model_path)
     model = AutoModel.from_pretrained(model_path, trust_remote_code=True).to(args.device).eval()
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
     st = SentenceTransformer(model_path, trust_remote_code=True, device=args.device)

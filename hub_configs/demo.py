@@ -78,10 +78,8 @@ def resolve_model(model: str | None) -> tuple[str, bool]:
         return convert_checkpoint(checkpoint, converted), False
     from .longclip import build_tiny_repo
 
-    folder = os.path.join(tempfile.gettempdir(), "mmhub-demo-tiny-longclip")
-    if not os.path.isfile(os.path.join(folder, "modules.json")):
-        build_tiny_repo(folder)
-    return folder, True
+    # Rebuilt every time (a few seconds) so the folder never carries remote code from an older version.
+    return build_tiny_repo(tempfile.mkdtemp(prefix="mmhub-demo-tiny-longclip-")), True
 
 
 def run_from_args(args: argparse.Namespace) -> int:
