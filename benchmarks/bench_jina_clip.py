@@ -30,7 +30,7 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def resize_to_real_dimensions(repo: str) -> None:
+def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
     """Give a tiny repo jina-clip-v2's real tower sizes (random weights): XLM-R large text, EVA02-L/14 at 512 px.
 
     The tiny tokenizer stays (its small vocabulary changes nothing but the embedding table's size).
@@ -41,7 +41,7 @@ def resize_to_real_dimensions(repo: str) -> None:
 
     config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
     text = config.text_config.to_dict()
-    text.update(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+    text.update(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=16, intermediate_size=4096)
     vision = config.vision_config.to_dict()
     vision.update(
         width=1024,
@@ -61,7 +61,8 @@ def resize_to_real_dimensions(repo: str) -> None:
         matryoshka_dimensions=dims,
         task_instructions=config.task_instructions,
     )
-    AutoModel.from_config(real, trust_remote_code=True).save_pretrained(repo)
+    model_class = type(AutoModel.from_pretrained(repo, trust_remote_code=True))
+    model_class(real).save_pretrained(repo)
     processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
     processor.image_processor.size = {"shortest_edge": 512}
     processor.image_processor.crop_size = {"height": 512, "width": 512}
