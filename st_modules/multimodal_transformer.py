@@ -23,7 +23,7 @@ from sentence_transformers.base.modules.input_module import InputModule
 from transformers import AutoModel, AutoProcessor
 
 from .media_inputs import FetchSettings, classify, describe, load_all, load_audio, load_image
-from .token_truncation import truncate_keeping_end_token, warn_truncated
+from .token_truncation import pad_to_tensors, truncate_keeping_end_token, warn_truncated
 
 logger = logging.getLogger(__name__)
 
@@ -298,9 +298,8 @@ class MultimodalTransformer(InputModule):
         if max_length:
             token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
             warn_truncated(cut, len(texts), max_length, self._warned)
-        return dict(
-            self.tokenizer.pad({"input_ids": token_ids}, padding=True, return_attention_mask=True, return_tensors="pt")
-        )
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return pad_to_tensors(token_ids, pad_id, getattr(self.tokenizer, "padding_side", "right"))
 
     def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
         images = load_all(lambda item, index: load_image(item, index, self._fetch), items, self.loader_threads)

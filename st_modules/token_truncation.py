@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+import torch
+
 logger = logging.getLogger(__name__)
 
 
@@ -40,3 +43,20 @@ def warn_truncated(count: int, total: int, max_length: int, warned: set[str], ke
             total,
             max_length,
         )
+
+
+def pad_to_tensors(token_ids: list[list[int]], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """`input_ids` and `attention_mask` padded to the longest sequence.
+
+    Equivalent to `tokenizer.pad(..., padding=True, return_tensors="pt")` for plain id lists, without its per-item
+    Python bookkeeping, which costs a quarter of the text preprocessing time on long captions.
+    """
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
+    width = int(lengths.max()) if len(token_ids) else 0
+    input_ids = np.full((len(token_ids), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(token_ids), width), dtype=np.int64)
+    for row, ids in enumerate(token_ids):
+        span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+        input_ids[row, span] = ids
+        attention_mask[row, span] = 1
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}

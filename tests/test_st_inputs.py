@@ -427,3 +427,17 @@ def test_save_and_reload_in_fresh_process(audio_model, tmp_path):
     np.testing.assert_allclose(np.array(result), expected, atol=1e-5)
     shutil.rmtree(out)
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padding_matches_the_tokenizer(side):
+    from hub_configs.clip_tokenizer import build_clip_tokenizer
+    from st_modules.token_truncation import pad_to_tensors
+
+    tokenizer = build_clip_tokenizer(248)
+    tokenizer.padding_side = side
+    ids = tokenizer(["A cat", "a much longer caption about a harbour at dawn", "x y"])["input_ids"]
+    expected = tokenizer.pad({"input_ids": ids}, padding=True, return_attention_mask=True, return_tensors="pt")
+    ours = pad_to_tensors(ids, tokenizer.pad_token_id, side)
+    assert torch.equal(ours["input_ids"], expected["input_ids"])
+    assert torch.equal(ours["attention_mask"], expected["attention_mask"])
