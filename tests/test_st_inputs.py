@@ -441,3 +441,15 @@ def test_padding_matches_the_tokenizer(side):
     ours = pad_to_tensors(ids, tokenizer.pad_token_id, side)
     assert torch.equal(ours["input_ids"], expected["input_ids"])
     assert torch.equal(ours["attention_mask"], expected["attention_mask"])
+
+
+def test_explicit_modality_dicts(image_model, audio_model):
+    image = _random_image(6)
+    forced = image_model.encode([{"text": "/data/cat.png"}, {"image": image}], convert_to_tensor=True)
+    torch.testing.assert_close(forced[0], _text_reference(image_model, "/data/cat.png"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(forced[1], _image_reference(image_model, image), atol=1e-5, rtol=0)
+    wave = _waveform()
+    audio = audio_model.encode([{"audio": wave}], convert_to_tensor=True)[0]
+    torch.testing.assert_close(audio, _audio_reference(audio_model, wave), atol=1e-5, rtol=0)
+    with pytest.raises(TypeError, match="Input 0"):
+        image_model.encode([{"text": 3}])
