@@ -19,6 +19,13 @@ class LongCLIPProcessor(CLIPProcessor):
         super().__init__(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
         self._warned: set[str] = set()
 
+    def to_dict(self) -> dict:
+        # Saved configs name the stock class so that AutoProcessor without remote code loads a CLIPProcessor;
+        # `auto_map` still selects this class under trust_remote_code.
+        output = super().to_dict()
+        output["processor_class"] = "CLIPProcessor"
+        return output
+
     def __call__(
         self,
         text=None,

@@ -273,3 +273,15 @@ def test_converter_dtype_and_repo_files(tmp_path, longclip_checkpoint_path):
     assert "LongCLIP-L" in card and "95.8 / 95.6" in card
     with pytest.raises(FileNotFoundError):
         convert_checkpoint(str(tmp_path / "missing.pt"), str(tmp_path / "x"))
+
+
+def test_resaved_processor_still_loads_without_remote_code(remote_processor, longclip_repo, tmp_path):
+    import shutil
+
+    from transformers import AutoProcessor, CLIPProcessor
+
+    remote_processor.save_pretrained(tmp_path)
+    for name in ("processing_longclip.py", "token_truncation.py"):
+        shutil.copy(os.path.join(longclip_repo, name), tmp_path / name)
+    assert type(AutoProcessor.from_pretrained(tmp_path)) is CLIPProcessor
+    assert type(AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)).__name__ == "LongCLIPProcessor"
