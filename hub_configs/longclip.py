@@ -241,11 +241,7 @@ def write_longclip_repo(
         image_processor=build_image_processor(config.vision_config.image_size),
         tokenizer=load_tokenizer(tokenizer, max_length),
     )
-    processor.save_pretrained(out_dir)
-    # Stock AutoProcessor (no remote code) then resolves to CLIPProcessor; with remote code auto_map still wins.
-    for name in ("processor_config.json", "tokenizer_config.json"):
-        if os.path.isfile(os.path.join(out_dir, name)):
-            update_json(os.path.join(out_dir, name), processor_class="CLIPProcessor")
+    processor.save_pretrained(out_dir)  # LongCLIPProcessor records itself as CLIPProcessor for stock loading
 
     manifest = load_manifest(TEMPLATE)
     copy_code_files(manifest["code_files"] + MODULE_CODE_FILES, out_dir)

