@@ -63,6 +63,15 @@ class FetchSettings:
     max_bytes: int = DEFAULT_URL_MAX_BYTES
 
 
+def input_label(index: int | None) -> str:
+    """How an error names an input: by its position when the caller knows it, else (with `describe`) by content.
+
+    Callers that see the user's whole list (jina's `encode_image`) pass positions; the sentence-transformers
+    module passes None, because `encode` sorts and batches inputs without telling modules their positions.
+    """
+    return "Input" if index is None else f"Input {index}"
+
+
 def describe(item: Any) -> str:
     """A short, printable description of an input for error messages."""
     if isinstance(item, str):
@@ -100,12 +109,12 @@ def classify(item: Any, index: int, modalities: tuple[str, ...] | list[str]) -> 
         modality = _classify_array(item, index)
     else:
         raise TypeError(
-            f"Input {index} has unsupported type {type(item).__name__}; expected str, PIL.Image, numpy array, "
+            f"{input_label(index)} has unsupported type {type(item).__name__}; expected str, PIL.Image, numpy array, "
             "torch tensor or an audio dict {'array': ..., 'sampling_rate': ...}"
         )
     if modality not in modalities:
         raise ValueError(
-            f"Input {index} ({describe(item)}) is {modality}, but this model embeds only {', '.join(modalities)}"
+            f"{input_label(index)} ({describe(item)}) is {modality}, but this model embeds only {', '.join(modalities)}"
         )
     return modality, item
 
@@ -131,7 +140,7 @@ def _classify_string(text: str, index: int, modalities) -> str:
         if _has_extension(text, extensions) and _looks_like_path(text):
             if not os.path.isfile(os.path.expanduser(text)):
                 raise FileNotFoundError(
-                    f"Input {index} looks like the path of an {modality} file, but {describe(text)} does not exist. "
+                    f"{input_label(index)} looks like the path of an {modality} file, but {describe(text)} does not exist. "
                     f"Pass an existing file, or wrap it as {{'text': ...}} to embed the string as text."
                 )
             return modality
@@ -144,7 +153,7 @@ def _classify_array(array, index: int) -> str:
     if array.ndim in (1, 2):
         return "audio"
     raise ValueError(
-        f"Input {index} is a {array.ndim}-D array of shape {tuple(array.shape)}; expected 3-D for an image "
+        f"{input_label(index)} is a {array.ndim}-D array of shape {tuple(array.shape)}; expected 3-D for an image "
         "(HWC or CHW) or 1-D / 2-D for a waveform"
     )
 
@@ -152,20 +161,22 @@ def _classify_array(array, index: int) -> str:
 def _classify_dict(item: dict, index: int, modalities) -> tuple[str, Any]:
     if "array" in item:
         if "sampling_rate" not in item:
-            raise ValueError(f"Input {index} is an audio dict without 'sampling_rate' (keys: {sorted(item)})")
+            raise ValueError(f"{input_label(index)} is an audio dict without 'sampling_rate' (keys: {sorted(item)})")
         if "audio" not in modalities:
-            raise ValueError(f"Input {index} is audio, but this model embeds only {', '.join(modalities)}")
+            raise ValueError(f"{input_label(index)} is audio, but this model embeds only {', '.join(modalities)}")
         return "audio", item
     if len(item) == 1:
         ((modality, value),) = item.items()
         if modality in ("text", "image", "audio"):
             if modality not in modalities:
-                raise ValueError(f"Input {index} is {modality}, but this model embeds only {', '.join(modalities)}")
+                raise ValueError(
+                    f"{input_label(index)} is {modality}, but this model embeds only {', '.join(modalities)}"
+                )
             if modality == "text" and not isinstance(value, str):
-                raise TypeError(f"Input {index}: {{'text': ...}} needs a string, got {type(value).__name__}")
+                raise TypeError(f"{input_label(index)}: {{'text': ...}} needs a string, got {type(value).__name__}")
             return modality, value
     raise ValueError(
-        f"Input {index} is a dict with keys {sorted(map(str, item))}; expected {{'array', 'sampling_rate'}} for "
+        f"{input_label(index)} is a dict with keys {sorted(map(str, item))}; expected {{'array', 'sampling_rate'}} for "
         "audio or one of {'text': ...}, {'image': ...}, {'audio': ...}"
     )
 
@@ -178,27 +189,31 @@ def fetch_url(url: str, settings: FetchSettings, index: int) -> bytes:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > settings.max_bytes:
                 raise ValueError(
-                    f"Input {index}: {url} is {int(declared)} bytes, over the {settings.max_bytes}-byte limit"
+                    f"{input_label(index)}: {url} is {int(declared)} bytes, over the {settings.max_bytes}-byte limit"
                 )
             payload = response.read(settings.max_bytes + 1)
     except urllib.error.HTTPError as error:
-        raise ValueError(f"Input {index}: fetching {url} failed with HTTP {error.code} {error.reason}") from error
+        raise ValueError(
+            f"{input_label(index)}: fetching {url} failed with HTTP {error.code} {error.reason}"
+        ) from error
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ValueError(f"Input {index}: fetching {url} failed: {reason}") from error
+        raise ValueError(f"{input_label(index)}: fetching {url} failed: {reason}") from error
     if len(payload) > settings.max_bytes:
-        raise ValueError(f"Input {index}: {url} is larger than the {settings.max_bytes}-byte limit")
+        raise ValueError(f"{input_label(index)}: {url} is larger than the {settings.max_bytes}-byte limit")
     return payload
 
 
 def _decode_data_uri(uri: str, index: int) -> bytes:
     header, _, data = uri.partition(",")
     if not header.endswith(";base64") or not data:
-        raise ValueError(f"Input {index}: data URI {describe(uri)} must be base64 encoded ('data:<type>;base64,...')")
+        raise ValueError(
+            f"{input_label(index)}: data URI {describe(uri)} must be base64 encoded ('data:<type>;base64,...')"
+        )
     try:
         return base64.b64decode(data, validate=True)
     except ValueError as error:
-        raise ValueError(f"Input {index}: data URI {describe(uri)} is not valid base64") from error
+        raise ValueError(f"{input_label(index)}: data URI {describe(uri)} is not valid base64") from error
 
 
 def _read_source(source: str, index: int, settings: FetchSettings) -> bytes | str:
@@ -232,15 +247,15 @@ def _array_to_image(array, index: int):
     if array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
         array = np.moveaxis(array, 0, -1)  # CHW -> HWC
     if array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"Input {index}: image array of shape {array.shape} needs 1, 3 or 4 channels")
+        raise ValueError(f"{input_label(index)}: image array of shape {array.shape} needs 1, 3 or 4 channels")
     if np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
-            raise ValueError(f"Input {index}: image array contains NaN or infinite values")
+            raise ValueError(f"{input_label(index)}: image array contains NaN or infinite values")
         if array.min() < 0 or array.max() > 1:
-            raise ValueError(f"Input {index}: float image arrays must hold values in [0, 1]")
+            raise ValueError(f"{input_label(index)}: float image arrays must hold values in [0, 1]")
         array = np.round(array * 255)
     elif array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
-        raise ValueError(f"Input {index}: integer image arrays must hold values in [0, 255]")
+        raise ValueError(f"{input_label(index)}: integer image arrays must hold values in [0, 255]")
     array = array.astype(np.uint8)
     if array.shape[-1] == 1:
         array = array[..., 0]
@@ -259,9 +274,9 @@ def load_image(item: Any, index: int, settings: FetchSettings = FetchSettings())
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             image.load()
         except FileNotFoundError as error:
-            raise FileNotFoundError(f"Input {index}: image file {describe(item)} does not exist") from error
+            raise FileNotFoundError(f"{input_label(index)}: image file {describe(item)} does not exist") from error
         except Exception as error:
-            raise ValueError(f"Input {index}: {describe(item)} is not a readable image ({error})") from error
+            raise ValueError(f"{input_label(index)}: {describe(item)} is not a readable image ({error})") from error
         return _to_rgb(image, index)
     return _to_rgb(_array_to_image(item, index), index)
 
@@ -284,16 +299,16 @@ def waveform_to_mono(array, index: int) -> np.ndarray:
     elif np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float32, copy=False)
     else:
-        raise TypeError(f"Input {index}: waveform dtype {array.dtype} is not float or integer PCM")
+        raise TypeError(f"{input_label(index)}: waveform dtype {array.dtype} is not float or integer PCM")
     if array.ndim == 2:
         # Channels are the short axis: (channels, samples) or (samples, channels).
         array = array.mean(axis=0 if array.shape[0] <= array.shape[1] else 1)
     if array.ndim != 1:
-        raise ValueError(f"Input {index}: waveform must be 1-D or 2-D, got shape {array.shape}")
+        raise ValueError(f"{input_label(index)}: waveform must be 1-D or 2-D, got shape {array.shape}")
     if array.size == 0:
-        raise ValueError(f"Input {index}: waveform is empty")
+        raise ValueError(f"{input_label(index)}: waveform is empty")
     if not np.isfinite(array).all():
-        raise ValueError(f"Input {index}: waveform contains NaN or infinite values")
+        raise ValueError(f"{input_label(index)}: waveform contains NaN or infinite values")
     return np.ascontiguousarray(array)
 
 
@@ -314,13 +329,13 @@ def _decode_audio_file(source: bytes | str, item: Any, index: int) -> tuple[np.n
     if soundfile is None:
         raise ImportError("Audio files need soundfile: pip install soundfile")
     if isinstance(source, str) and not os.path.isfile(source):
-        raise FileNotFoundError(f"Input {index}: audio file {describe(item)} does not exist")
+        raise FileNotFoundError(f"{input_label(index)}: audio file {describe(item)} does not exist")
     try:
         data, rate = soundfile.read(io.BytesIO(source) if isinstance(source, bytes) else source, dtype="float32")
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"Input {index}: audio file {describe(item)} does not exist") from error
+        raise FileNotFoundError(f"{input_label(index)}: audio file {describe(item)} does not exist") from error
     except Exception as error:
-        raise ValueError(f"Input {index}: {describe(item)} is not a readable audio file ({error})") from error
+        raise ValueError(f"{input_label(index)}: {describe(item)} is not a readable audio file ({error})") from error
     # soundfile returns (samples, channels) for multi-channel files.
     return (data.mean(axis=1) if data.ndim == 2 else data), rate
 
@@ -330,7 +345,7 @@ def load_audio(item: Any, index: int, target_rate: int, settings: FetchSettings 
     if isinstance(item, dict):
         rate = item["sampling_rate"]
         if not isinstance(rate, (int, np.integer)) or rate <= 0:
-            raise ValueError(f"Input {index}: 'sampling_rate' must be a positive integer, got {rate!r}")
+            raise ValueError(f"{input_label(index)}: 'sampling_rate' must be a positive integer, got {rate!r}")
         waveform = waveform_to_mono(item["array"], index)
     elif isinstance(item, str):
         data, rate = _decode_audio_file(_read_source(item, index, settings), item, index)
@@ -340,9 +355,26 @@ def load_audio(item: Any, index: int, target_rate: int, settings: FetchSettings 
     return resample(waveform, int(rate), target_rate)
 
 
-def load_all(loader, items: list[tuple[int, Any]], workers: int) -> list:
-    """Apply `loader(item, index)` to every `(index, item)`, in order, with threads when it pays off."""
+def load_all(loader, items: list[tuple[int | None, Any]], workers: int) -> list:
+    """Apply `loader(item, index)` to every `(index, item)`, in order, with threads when it pays off.
+
+    `index` is the item's position for error messages, or None when the caller does not know the user's position.
+
+    Loading runs after every item of the batch has been classified, so it never raises `TypeError` or
+    `AttributeError` (sentence-transformers would take those for a signature mismatch and preprocess the batch a
+    second time): an unexpected failure becomes a `ValueError` naming the item.
+    """
+
+    def guarded(pair: tuple[int | None, Any]):
+        index, item = pair
+        try:
+            return loader(item, index)
+        except (ValueError, FileNotFoundError, ImportError, MemoryError):
+            raise
+        except Exception as error:
+            raise ValueError(f"{input_label(index)} ({describe(item)}) could not be loaded: {error}") from error
+
     if workers <= 1 or len(items) <= 1:
-        return [loader(item, index) for index, item in items]
+        return [guarded(pair) for pair in items]
     with ThreadPoolExecutor(max_workers=min(workers, len(items))) as pool:
-        return list(pool.map(lambda pair: loader(pair[1], pair[0]), items))
+        return list(pool.map(guarded, items))

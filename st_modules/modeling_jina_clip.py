@@ -7,6 +7,7 @@ write into the same `projection_dim` space; embeddings are Matryoshka-truncatabl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ except ImportError:  # pragma: no cover - pillow is a transformers vision depend
     Image = None
 
 
+@dataclass
 class JinaCLIPOutput(ModelOutput):
     """Output of `JinaCLIPModel.forward`: similarity logits and the L2-normalised embeddings of both towers."""
 

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,17 +27,29 @@ from .token_truncation import pad_to_tensors, truncate_keeping_end_token, warn_t
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODALITIES = ("text", "image", "audio")
+# Input names used when a processor component does not declare `model_input_names`.
+_DEFAULT_INPUT_NAMES = {
+    "text": ("input_ids", "attention_mask"),
+    "image": ("pixel_values",),
+    "audio": ("input_features", "is_longer"),
+}
 # Files this module needs beside modules.json so that a saved model reloads with trust_remote_code.
 _CODE_FILES = ("multimodal_transformer.py", "media_inputs.py", "token_truncation.py")
-_PREFIX_SEPARATOR = "::"
+# Feature names: each modality's processor outputs keep their own names (`input_ids`, `pixel_values`,
+# `input_features`, ...), because sentence-transformers' trainer finds a column's features by those suffixes
+# (`<column>_input_ids`); the batch positions of a modality's items travel as `<modality>_positions`.
+_POSITIONS_SUFFIX = "_positions"
 
 
 class MatryoshkaEmbeddings(dict):
     """The module's output features.
 
-    sentence-transformers truncates `truncate_dim` after every module by assigning
+    sentence-transformers applies `truncate_dim` after every module by assigning
     `features["sentence_embedding"] = embedding[..., :truncate_dim]`. For a normalising model that would return
-    vectors of norm below one, so this dict validates the requested width and re-normalises the prefix.
+    vectors of norm below one, so this dict checks the width it receives against the trained widths and
+    re-normalises the prefix. It sees only the sliced tensor, never the caller's arguments: a width of 0 or an
+    untrained width is an error; a request wider than the model slices to the full width, as sentence-transformers
+    does for every model. The constructor's `truncate_dim` is validated in `MultimodalTransformer.on_model_ready`.
     """
 
     def __init__(self, *args, normalize: bool, full_dim: int, valid_dims: list[int] | None, **kwargs):
@@ -48,15 +59,10 @@ class MatryoshkaEmbeddings(dict):
         self._valid_dims = valid_dims
 
     def __setitem__(self, key, value):
-        if key == "sentence_embedding" and isinstance(value, torch.Tensor):
-            # The slice hides negative or oversized requests ([:-5], [:5000]); the caller's own argument does not.
-            requested = sys._getframe(1).f_locals.get("truncate_dim")
-            if isinstance(requested, int) and not isinstance(requested, bool):
-                check_truncate_dim(requested, self._full_dim, self._valid_dims)
-            if value.shape[-1] != self._full_dim:
-                check_truncate_dim(value.shape[-1], self._full_dim, self._valid_dims)
-                if self._normalize:
-                    value = torch.nn.functional.normalize(value, p=2, dim=-1)
+        if key == "sentence_embedding" and isinstance(value, torch.Tensor) and value.shape[-1] != self._full_dim:
+            check_truncate_dim(value.shape[-1], self._full_dim, self._valid_dims)
+            if self._normalize:
+                value = torch.nn.functional.normalize(value, p=2, dim=-1)
         super().__setitem__(key, value)
 
 
@@ -83,25 +89,6 @@ def _fixed_numpy_seed(seed: int):
         yield
     finally:
         np.random.set_state(state)
-
-
-def _positions_in_encode_call(count: int) -> list[int]:
-    """Map positions in this batch to positions in the user's `encode` list, for error messages.
-
-    sentence-transformers sorts inputs by length before batching and passes no indices to modules, so an error
-    would otherwise name a position the user never saw. The mapping is read from `encode`'s batching loop
-    (`length_sorted_idx`, `start_index`); when it is not found (direct `preprocess` calls), positions are kept.
-    """
-    frame = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            break
-        local = frame.f_locals
-        order, start = local.get("length_sorted_idx"), local.get("start_index")
-        if order is not None and isinstance(start, int) and start + count <= len(order):
-            return [int(order[start + offset]) for offset in range(count)]
-        frame = frame.f_back
-    return list(range(count))
 
 
 class MultimodalTransformer(InputModule):
@@ -254,40 +241,56 @@ class MultimodalTransformer(InputModule):
     def preprocess(self, inputs: Sequence[Any], prompt: str | None = None, **kwargs) -> dict[str, Any]:
         """Classify, load and process a batch that may mix texts, images and audio.
 
+        Every item is classified before anything is read or fetched, so a `TypeError` (an unsupported input) is
+        raised before any I/O; later failures (unreadable files, HTTP errors) are `ValueError` /
+        `FileNotFoundError`. Errors name the item by its content (path, URL, or type and shape), not by a position:
+        sentence-transformers sorts and batches the user's list before calling modules.
+
         Args:
             inputs: The batch, in order.
             prompt: Prepended to text inputs only; images and audio never see it.
-            **kwargs: `task` and `processing_kwargs` from `encode` are accepted; `processing_kwargs` may hold
-                per-modality processor overrides such as `{"text": {"max_length": 77}}`.
+            **kwargs: `task` (unused: every task shares one model), `max_length` (text token limit for this call,
+                as sentence-transformers' trainer passes it) and `processing_kwargs`, per-modality processor
+                overrides such as `{"text": {"max_length": 77}}`.
 
         Returns:
-            Flat features: for each modality present, its processor outputs prefixed `"<modality>::"` and the
-            positions of its items in `"<modality>::index"`.
+            Flat features: each modality's processor outputs under their own names, the positions of that
+            modality's items in `"<modality>_positions"`, and `"batch_size"`.
         """
         overrides = kwargs.get("processing_kwargs") or {}
-        # Errors name an item by its place in the user's `encode` list; the output needs its place in this batch.
-        user_index = _positions_in_encode_call(len(inputs))
+        if kwargs.get("max_length") is not None:
+            overrides = {**overrides, "text": {"max_length": kwargs["max_length"], **(overrides.get("text") or {})}}
         grouped: dict[str, list[tuple[int, Any]]] = {}
-        batch_positions: dict[str, list[int]] = {}
         for position, item in enumerate(inputs):
-            index = user_index[position]
             if isinstance(item, (tuple, list)):
                 raise TypeError(
-                    f"Input {index} is a {type(item).__name__}; pairs and nested lists are not embeddable here, "
-                    "pass each item separately"
+                    f"Input {describe(item)} is a {type(item).__name__}; pairs and nested lists are not embeddable "
+                    "here, pass each item separately"
                 )
-            modality, payload = classify(item, index, self._modalities)
-            grouped.setdefault(modality, []).append((index, payload))
-            batch_positions.setdefault(modality, []).append(position)
+            # Positions in this batch are not the user's (`encode` sorts by length), so errors name the item by
+            # its content instead (index None).
+            modality, payload = classify(item, None, self._modalities)
+            grouped.setdefault(modality, []).append((position, payload))
 
         features: dict[str, Any] = {}
         for modality, items in grouped.items():
             processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
             for key, value in processed.items():
-                features[f"{modality}{_PREFIX_SEPARATOR}{key}"] = value
-            features[f"{modality}{_PREFIX_SEPARATOR}index"] = torch.tensor(batch_positions[modality])
+                if key in features:
+                    raise ValueError(
+                        f"The {modality} processor returns {key!r}, which another modality's processor also returns; "
+                        "MultimodalTransformer needs distinct input names per modality"
+                    )
+                features[key] = value
+            features[modality + _POSITIONS_SUFFIX] = torch.tensor([position for position, _ in items])
         features["batch_size"] = torch.tensor(len(inputs))
         return features
+
+    def _input_names(self, modality: str) -> list[str]:
+        """The model inputs a modality's processor produces (its `model_input_names`)."""
+        component = {"text": "tokenizer", "image": "image_processor", "audio": "feature_extractor"}[modality]
+        names = getattr(getattr(self.processor, component, None), "model_input_names", None)
+        return list(names) if names else list(_DEFAULT_INPUT_NAMES[modality])
 
     def _process_text(self, items, prompt, overrides) -> dict[str, Any]:
         texts = [text if not prompt else prompt + text for _, text in items]
@@ -304,7 +307,8 @@ class MultimodalTransformer(InputModule):
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             raise ValueError(f"{type(self.processor).__name__} has no image_processor")
-        images = load_all(lambda item, index: load_image(item, index, self._fetch), items, self.loader_threads)
+        unnamed = [(None, item) for _, item in items]
+        images = load_all(lambda item, index: load_image(item, index, self._fetch), unnamed, self.loader_threads)
         options = {**self.image_kwargs, **overrides}
         device = self.model.device
         valid = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
@@ -312,15 +316,17 @@ class MultimodalTransformer(InputModule):
             # Torchvision-backed processors can resize and normalise on the model's accelerator, leaving the CPU
             # only the decoding (measured on an H100: image encode throughput 0.11 -> 0.56 of the raw forward).
             options["device"] = device
-        return dict(image_processor(images, return_tensors="pt", **options))
+        processed = image_processor(images, return_tensors="pt", **options)
+        return {name: processed[name] for name in self._input_names("image") if name in processed}
 
     def _process_audio(self, items, prompt, overrides) -> dict[str, Any]:
         feature_extractor = getattr(self.processor, "feature_extractor", None)
         if feature_extractor is None:
             raise ValueError(f"{type(self.processor).__name__} has no feature_extractor")
         rate = feature_extractor.sampling_rate
+        unnamed = [(None, item) for _, item in items]
         waveforms = load_all(
-            lambda item, index: load_audio(item, index, rate, self._fetch), items, self.loader_threads
+            lambda item, index: load_audio(item, index, rate, self._fetch), unnamed, self.loader_threads
         )
         options = {**self.audio_kwargs, **overrides}
         # Feature extractors such as CLAP's crop clips longer than their window at random (numpy's global RNG).
@@ -329,33 +335,31 @@ class MultimodalTransformer(InputModule):
         for waveform in waveforms:
             with _fixed_numpy_seed(AUDIO_CROP_SEED):
                 per_clip.append(feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options))
-        return {key: torch.cat([features[key] for features in per_clip]) for key in per_clip[0]}
+        names = [name for name in self._input_names("audio") if name in per_clip[0]]
+        return {name: torch.cat([features[name] for features in per_clip]) for name in names}
 
     # --------------------------------------------------------------------------------------------------- forward
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
-        grouped: dict[str, dict[str, Any]] = {}
-        for key, value in features.items():
-            modality, separator, name = key.partition(_PREFIX_SEPARATOR)
-            if separator:
-                grouped.setdefault(modality, {})[name] = value
         batch_size = int(features["batch_size"])
         dtype = self.model.dtype
         device = self.model.device
         embeddings = None
-        for modality, inputs in grouped.items():
-            positions = inputs.pop("index").to(device)
+        for modality in SUPPORTED_MODALITIES:
+            positions = features.get(modality + _POSITIONS_SUFFIX)
+            if positions is None:
+                continue
             inputs = {
-                key: value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device)
-                for key, value in inputs.items()
-                if isinstance(value, torch.Tensor)
+                name: value.to(device=device, dtype=dtype) if torch.is_floating_point(value) else value.to(device)
+                for name in self._input_names(modality)
+                if isinstance(value := features.get(name), torch.Tensor)
             }
             output = getattr(self.model, f"get_{modality}_features")(**inputs)
-            if not isinstance(output, torch.Tensor):
-                output = output.pooler_output
+            output = getattr(output, "pooler_output", output)
             if embeddings is None:
-                embeddings = output.new_empty((batch_size, output.shape[-1]))
-            embeddings[positions] = output
+                embeddings = torch.empty((batch_size, output.shape[-1]), device=output.device, dtype=output.dtype)
+            # index_copy (not in-place assignment) keeps the autograd graph simple when fine-tuning.
+            embeddings = embeddings.index_copy(0, positions.to(output.device), output)
         if embeddings is None:
             embeddings = torch.empty((0, self.embedding_dimension), device=device, dtype=dtype)
         if self.normalize:
@@ -363,7 +367,7 @@ class MultimodalTransformer(InputModule):
         result = MatryoshkaEmbeddings(
             normalize=self.normalize, full_dim=embeddings.shape[-1], valid_dims=self.matryoshka_dims
         )
-        result.update({key: value for key, value in features.items() if _PREFIX_SEPARATOR not in key})
+        result.update(features)
         result["sentence_embedding"] = embeddings
         return result
 

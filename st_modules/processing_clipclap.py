@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs
 
 from .media_inputs import load_audio, resample
 
@@ -177,10 +178,12 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
             `BatchFeature` with `input_features` `(batch, 1 or 4, frames, mel_bins)` float32 and `is_longer`
             `(batch, 1)`.
         """
-        truncation = truncation if truncation is not None else self.truncation
+        # Flat processor kwargs reach every modality that declares them, so the text side's `truncation=True` and
+        # `padding="max_length"` arrive here too: they mean "the extractor's own setting".
+        truncation = self.truncation if truncation is None or isinstance(truncation, bool) else truncation
         if truncation not in ("fusion", "rand_trunc"):
             raise ValueError(f"truncation must be 'fusion' or 'rand_trunc', got {truncation!r}")
-        if padding is True or padding is None:
+        if padding is None or isinstance(padding, bool) or padding in ("longest", "max_length", "do_not_pad"):
             padding = self.padding
         if padding not in ("repeatpad", "repeat", "pad"):
             raise ValueError(f"padding must be 'repeatpad', 'repeat' or 'pad', got {padding!r}")
@@ -197,6 +200,10 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
         return BatchFeature(features, tensor_type=return_tensors)
 
 
+class ClipClapProcessorKwargs(ProcessingKwargs, total=False):
+    """The transformers-5 processor kwargs (`text_kwargs`, `images_kwargs`, `audio_kwargs`, `common_kwargs`)."""
+
+
 class ClipClapProcessor(ProcessorMixin):
     """CLIP tokenizer + CLIP image processor + deterministic CLAP feature extractor.
 
@@ -205,6 +212,12 @@ class ClipClapProcessor(ProcessorMixin):
         tokenizer: A CLIP tokenizer.
         feature_extractor: A `ClapFeatureExtractor` (converted to [`ClipClapFeatureExtractor`]).
     """
+
+    valid_processor_kwargs = ClipClapProcessorKwargs
+    # Defaults below explicit arguments (the processor-attribute level of transformers' kwargs merge).
+    text_kwargs = {"padding": True, "truncation": True, "return_tensors": "pt"}
+    images_kwargs = {"return_tensors": "pt"}
+    audio_kwargs = {"return_tensors": "pt"}
 
     def __init__(self, image_processor=None, tokenizer=None, feature_extractor=None, **kwargs):
         if feature_extractor is not None and not isinstance(feature_extractor, ClipClapFeatureExtractor):
@@ -225,18 +238,14 @@ class ClipClapProcessor(ProcessorMixin):
         return prepare_waveforms(audio, sampling_rate, self.sampling_rate)
 
     def __call__(
-        self,
-        text: str | list[str] | None = None,
-        images: Any = None,
-        audio: Any = None,
-        sampling_rate: int | Sequence[int] | None = None,
-        return_tensors: str | None = "pt",
-        padding: bool | str = True,
-        truncation: bool = True,
-        max_length: int | None = None,
-        **kwargs,
+        self, images: Any = None, text: Any = None, videos: Any = None, audio: Any = None, **kwargs
     ) -> BatchFeature:
         """Tokenize texts, preprocess images and/or extract audio features in one call.
+
+        Arguments follow the transformers-5 processor protocol: flat (`return_tensors`, `padding`, `truncation`,
+        `max_length`, `sampling_rate`, ...) or grouped per modality (`text_kwargs=`, `images_kwargs=`,
+        `audio_kwargs=`, `common_kwargs=`). Defaults: tensors (`"pt"`), texts padded to the longest and cut at the
+        tokenizer's limit.
 
         Returns:
             `BatchFeature` with `input_ids`/`attention_mask`, `pixel_values` and `input_features`/`is_longer` for
@@ -244,21 +253,30 @@ class ClipClapProcessor(ProcessorMixin):
         """
         if text is None and images is None and audio is None:
             raise ValueError("ClipClapProcessor needs at least one of text, images or audio")
+        if videos is not None:
+            raise ValueError("ClipClapProcessor embeds text, images and audio; got videos")
+        merged = self._merge_kwargs(
+            ClipClapProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )
         data: dict[str, Any] = {}
         if text is not None:
             if not isinstance(text, str) and not (
                 isinstance(text, (list, tuple)) and all(isinstance(item, str) for item in text)
             ):
                 raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
-            data.update(
-                self.tokenizer(
-                    text, padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors
-                )
-            )
+            data.update(self.tokenizer(text, **merged["text_kwargs"]))
         if images is not None:
-            data.update(self.image_processor(images, return_tensors=return_tensors))
+            data.update(self.image_processor(images, **merged["images_kwargs"]))
         if audio is not None:
-            data.update(self.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors=return_tensors))
+            data.update(self.feature_extractor(audio, **merged["audio_kwargs"]))
+        return_tensors = next(
+            (
+                merged[key]["return_tensors"]
+                for key in ("text_kwargs", "images_kwargs", "audio_kwargs")
+                if merged[key].get("return_tensors")
+            ),
+            None,
+        )
         return BatchFeature(data, tensor_type=return_tensors)
 
     @property

@@ -115,9 +115,19 @@ def test_stock_clip_without_remote_code_matches(longclip_repo, remote_model):
     torch.testing.assert_close(text_only, full_text, atol=1e-6, rtol=0)
 
 
-def test_overlong_input_ids_raise_clear_error(remote_model):
-    with pytest.raises(ValueError, match="at most 248"):
-        remote_model.get_text_features(input_ids=torch.full((1, 300), 320))
+def test_overlong_input_ids_are_cut_like_the_processor(remote_model, remote_processor, caplog):
+    """Ids tokenized without truncation (as the zero-shot pipeline does) are cut with the end token kept, once warned."""
+    texts = [SHORT, " ".join([MEDIUM] * 12)]
+    untruncated = remote_processor.tokenizer(texts, padding=True, return_tensors="pt")
+    assert untruncated["input_ids"].shape[1] > 248
+    truncated = remote_processor(text=texts, padding=True, return_tensors="pt")
+    with caplog.at_level("WARNING"), torch.inference_mode():
+        cut = remote_model.get_text_features(**untruncated)
+        again = remote_model.get_text_features(**untruncated)
+        expected = remote_model.get_text_features(**truncated)
+    assert torch.equal(cut, expected) and torch.equal(again, expected)
+    warnings = [record for record in caplog.records if "truncated" in record.getMessage()]
+    assert len(warnings) == 1 and "longer than 248 tokens" in warnings[0].getMessage()
 
 
 def test_logits_per_image_quick_start(remote_model, remote_processor):
