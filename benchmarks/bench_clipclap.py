@@ -40,11 +40,11 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoProcessor
 
-    from hub_configs.clipclap import tiny
     from hub_configs.clipclap_onnx import export_onnx
+    from hub_configs.factory import make_repo
 
     scratch = tempfile.mkdtemp()
-    repo = args.model or tiny(os.path.join(scratch, "repo"))
+    repo = args.model or make_repo("clipclap", os.path.join(scratch, "repo"), tiny=True)
     rng = np.random.default_rng(0)
     rate = 48_000
     clips = [(0.1 * rng.standard_normal(int(args.seconds * rate))).astype(np.float32) for _ in range(args.clips)]

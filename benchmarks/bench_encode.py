@@ -51,7 +51,9 @@ def main() -> None:
     from PIL import Image
     from sentence_transformers import SentenceTransformer
 
-    from hub_configs.longclip import original_to_hf, random_original_checkpoint, write_longclip_repo
+    from hub_configs.builder import write_repo
+    from hub_configs.families import get_family
+    from hub_configs.longclip import longclip_build, original_to_hf, random_original_checkpoint
 
     work = tempfile.mkdtemp(prefix="bench-longclip-b-")
     checkpoint = random_original_checkpoint(
@@ -65,7 +67,8 @@ def main() -> None:
         seed=0,
     )
     config, state_dict = original_to_hf(checkpoint)
-    repo = write_longclip_repo(config, state_dict, os.path.join(work, "LongCLIP-B-random"), random_weights=True)
+    build = longclip_build(config, state_dict, model_name="LongCLIP-B-random", random_weights=True)
+    repo = write_repo(get_family("longclip"), build, os.path.join(work, "LongCLIP-B-random"))
     model = SentenceTransformer(repo, trust_remote_code=True, device=args.device)
     module = model[0]
     rng = np.random.RandomState(0)

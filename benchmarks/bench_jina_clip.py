@@ -10,6 +10,7 @@ Without `--model` a tiny random repo is built (numbers then only show the wrappe
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -37,7 +38,7 @@ def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
     """
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    from hub_configs.builder import update_json
+    from hub_configs.builder import write_json
 
     config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
     text = config.text_config.to_dict()
@@ -67,7 +68,11 @@ def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
     processor.image_processor.size = {"shortest_edge": 512}
     processor.image_processor.crop_size = {"height": 512, "width": 512}
     processor.save_pretrained(repo)
-    update_json(f"{repo}/multimodal_config.json", embedding_dimension=1024, matryoshka_dims=dims)
+    with open(f"{repo}/multimodal_config.json", encoding="utf-8") as handle:
+        module_config = json.load(handle)
+    write_json(
+        f"{repo}/multimodal_config.json", {**module_config, "embedding_dimension": 1024, "matryoshka_dims": dims}
+    )
 
 
 def main() -> None:
@@ -83,9 +88,9 @@ def main() -> None:
 
     model_path = args.model
     if model_path is None:
-        from hub_configs.jina_clip_v2 import build_tiny
+        from hub_configs.factory import make_repo
 
-        model_path = build_tiny(tempfile.mkdtemp())
+        model_path = make_repo("jina-clip-v2", tempfile.mkdtemp(), tiny=True)
         if args.real_size:
             resize_to_real_dimensions(model_path)
     model = AutoModel.from_pretrained(model_path, trust_remote_code=True).to(args.device).eval()

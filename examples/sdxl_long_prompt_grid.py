@@ -42,10 +42,11 @@ def load(args):
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     base, adapter = args.base, args.adapter
     if base is None:
-        from hub_configs.longclip_sdxl import build_tiny
+        from hub_configs.factory import make_repo
 
         folder = tempfile.mkdtemp(prefix="longclip-sdxl-")
-        adapter, base = build_tiny(os.path.join(folder, "adapter"))
+        adapter = make_repo("longclip-sdxl", os.path.join(folder, "adapter"), tiny=True)
+        base = adapter + "-sdxl-base"
         print("No --base/--adapter: using TINY RANDOM weights built offline; the images are noise.")
     stock = StableDiffusionXLPipeline.from_pretrained(base, torch_dtype=dtype).to(args.device)
     text_encoder = CLIPTextModel.from_pretrained(adapter, subfolder="text_encoder", torch_dtype=dtype)

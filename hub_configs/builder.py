@@ -1,36 +1,127 @@
-"""Shared pieces of every Hub repo this package builds: code files, JSON configs, sentence-transformers files, cards."""
+"""The one repo writer: every Hub repo this package builds is written by `write_repo` from a `RepoBuild`.
+
+A converter (`hub_configs/<family module>.py`) only assembles what a repo holds (model, processor, card fields,
+prompts); `write_repo` writes it the same way for every family: `auto_map` set before saving, the family's
+remote-code files copied, the sentence-transformers files and the model card written once each.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-HUB_CONFIGS_DIR = os.path.dirname(os.path.abspath(__file__))
-PROJECT_ROOT = os.path.dirname(HUB_CONFIGS_DIR)
-# The sentence-transformers input module every repo uses (st_modules/multimodal_transformer.py).
-MODULE_TYPE = "multimodal_transformer.MultimodalTransformer"
-MODULE_CONFIG_FILE = "multimodal_config.json"
-MODULE_CODE_FILES = [
-    "st_modules/multimodal_transformer.py",
-    "st_modules/media_inputs.py",
-    "st_modules/token_truncation.py",
-]
+from .families import ST_MODULE_TYPE, Family
 
+if TYPE_CHECKING:
+    import torch
 
-def repo_config_dir(name: str) -> str:
-    """Folder of one published repo's templates, e.g. `hub_configs/longclip`."""
-    path = os.path.join(HUB_CONFIGS_DIR, name)
-    if not os.path.isdir(path):
-        raise ValueError(f"Unknown repo template {name!r}: no folder {path}")
-    return path
+# `--dtype` choices of every `mmhub convert` target; "auto" keeps the source checkpoint's dtype.
+DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
+ST_MODULE_CONFIG_FILE = "multimodal_config.json"
 
 
-def load_manifest(name: str) -> dict[str, Any]:
-    """Read `hub_configs/<name>/manifest.json`: which code files the repo carries and its card template."""
-    with open(os.path.join(repo_config_dir(name), "manifest.json"), encoding="utf-8") as handle:
-        return json.load(handle)
+def torch_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of a `--dtype` choice (None for "auto")."""
+    import torch
+
+    dtypes = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {name!r}")
+    return dtypes[name]
+
+
+@dataclass
+class RepoBuild:
+    """Everything one repo holds, as a converter assembles it; `write_repo` writes it.
+
+    Args:
+        model: The `PreTrainedModel` saved at the repo root (None for repos without one, like the SDXL adapter).
+        processor: The processor saved at the root.
+        components: Objects with `save_pretrained` saved in subfolders (`{"text_encoder": model, ...}`).
+        card: Fields of the family's model card template.
+        prompts: sentence-transformers prompts (`config_sentence_transformers.json`).
+        default_prompt_name: sentence-transformers default prompt.
+        module_config: Overrides of the family's default `multimodal_config.json`.
+        files: Extra JSON files `{name: payload}` (for example training metadata).
+        dtype: Weight dtype to save (None keeps the model's).
+        after_write: Called with the output folder once the repo is written (for side outputs such as a tiny
+            SDXL base folder); its return value is reported by `mmhub`.
+    """
+
+    model: Any = None
+    processor: Any = None
+    components: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    module_config: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)
+    dtype: torch.dtype | None = None
+    after_write: Callable[[str], Any] | None = None
+
+
+def write_repo(family: Family, build: RepoBuild, out_dir: str) -> str:
+    """Write `build` as a complete repo folder of `family` into `out_dir` and return `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    _register_auto_classes(family, build)
+    if build.model is not None:
+        model = build.model.to(build.dtype) if build.dtype is not None else build.model
+        config_auto_map = {key: value for key, value in family.auto_map.items() if key != "AutoProcessor"}
+        if config_auto_map:
+            # Set before saving so config.json is written once with every auto class: a class registers one auto
+            # class only, and the zero-shot pipeline needs a second one for the same model class.
+            model.config.auto_map = dict(config_auto_map)
+        model.save_pretrained(out_dir)
+    if build.processor is not None:
+        build.processor.save_pretrained(out_dir)
+    for subfolder, component in build.components.items():
+        if build.dtype is not None and hasattr(component, "parameters"):
+            component = component.to(build.dtype)
+        component.save_pretrained(os.path.join(out_dir, subfolder))
+    copy_code_files(family.code_files, out_dir, rename=family.rename)
+    if family.st_module is not None:
+        write_sentence_transformers_files(
+            out_dir,
+            module_config={**family.st_module, **build.module_config},
+            prompts=build.prompts,
+            default_prompt_name=build.default_prompt_name,
+        )
+    for name, payload in build.files.items():
+        write_json(os.path.join(out_dir, name), payload)
+    render_model_card(family, out_dir, **build.card)
+    if build.after_write is not None:
+        build.after_write(out_dir)
+    return out_dir
+
+
+def source_label(source: str) -> str:
+    """How a source appears in cards and metadata: Hub ids as given, local folders by their name only."""
+    if os.path.exists(source):
+        return os.path.basename(os.path.normpath(source))
+    return source
+
+
+# The objects of a build that carry each registrable auto class.
+_REGISTRABLE = {"AutoConfig": lambda build: build.model.config, "AutoModel": lambda build: build.model}
+
+
+def _register_auto_classes(family: Family, build: RepoBuild) -> None:
+    """Register the classes the family's `auto_map` names, so saving writes `auto_map` (and user re-saves too)."""
+    for auto_class, reference in family.auto_map.items():
+        getter = _REGISTRABLE.get(auto_class, (lambda b: b.processor) if auto_class == "AutoProcessor" else None)
+        if getter is None:
+            continue  # extra model auto classes are written into config.auto_map directly
+        target = getter(build)
+        class_name = reference.rsplit(".", 1)[1]
+        if target is None or type(target).__name__ != class_name:
+            raise ValueError(
+                f"Family {family.name!r} maps {auto_class} to {reference}, but the build holds {type(target).__name__}"
+            )
+        type(target).register_for_auto_class(auto_class)
 
 
 def _code_source(relative_path: str) -> str:
@@ -42,7 +133,7 @@ def _code_source(relative_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(module.__file__)), filename)
 
 
-def copy_code_files(code_files: list[str], out_dir: str, rename: dict[str, str] | None = None) -> list[str]:
+def copy_code_files(code_files, out_dir: str, rename=None) -> list[str]:
     """Copy remote-code files byte for byte into `out_dir` (flat, so relative imports keep working)."""
     rename = rename or {}
     os.makedirs(out_dir, exist_ok=True)
@@ -62,15 +153,6 @@ def write_json(path: str, payload: Any) -> None:
         handle.write("\n")
 
 
-def update_json(path: str, **fields: Any) -> dict[str, Any]:
-    """Merge `fields` into an existing JSON file and return the result."""
-    with open(path, encoding="utf-8") as handle:
-        payload = json.load(handle)
-    payload.update(fields)
-    write_json(path, payload)
-    return payload
-
-
 def write_sentence_transformers_files(
     out_dir: str,
     *,
@@ -84,10 +166,7 @@ def write_sentence_transformers_files(
     The input module is `multimodal_transformer.MultimodalTransformer`, kept at index 0 in the repo root, because
     sentence-transformers fetches remote module code from the root only.
     """
-    write_json(
-        os.path.join(out_dir, "modules.json"),
-        [{"idx": 0, "name": "0", "path": "", "type": MODULE_TYPE}],
-    )
+    write_json(os.path.join(out_dir, "modules.json"), [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPE}])
     import sentence_transformers
     import torch
     import transformers
@@ -106,20 +185,18 @@ def write_sentence_transformers_files(
             "similarity_fn_name": similarity_fn_name,
         },
     )
-    write_json(os.path.join(out_dir, MODULE_CONFIG_FILE), module_config)
+    write_json(os.path.join(out_dir, ST_MODULE_CONFIG_FILE), module_config)
 
 
-def render_model_card(name: str, out_dir: str, **fields: Any) -> str:
-    """Fill `hub_configs/<name>/<card_template>` with `fields` and write it as the repo's README.md."""
-    manifest = load_manifest(name)
-    with open(os.path.join(repo_config_dir(name), manifest["card_template"]), encoding="utf-8") as handle:
-        template = handle.read()
-    card = template
+def render_model_card(family: Family, out_dir: str, **fields: Any) -> str:
+    """Fill `hub_configs/<family>/model_card.md` with `fields` and write it as the repo's README.md."""
+    with open(os.path.join(family.template_dir, "model_card.md"), encoding="utf-8") as handle:
+        card = handle.read()
     for key, value in fields.items():
         card = card.replace("{{" + key + "}}", str(value))
     if "{{" in card:
         missing = sorted({part.split("}}")[0] for part in card.split("{{")[1:]})
-        raise ValueError(f"Model card template {name!r} has unfilled fields: {missing}")
+        raise ValueError(f"Model card template of {family.name!r} has unfilled fields: {missing}")
     path = os.path.join(out_dir, "README.md")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(card)

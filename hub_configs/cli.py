@@ -1,53 +1,61 @@
-"""`mmhub`: build, check and publish the Hub repos of this package."""
+"""`mmhub`: build, train, export and publish the Hub repos of this package.
+
+Every family-specific command is generated from the family registry (`hub_configs/families.py`): `convert` and
+`tiny` have one target per family, `train` one per family with a trainer, and `export-onnx` finds the family of the
+repo folder it is given.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from types import ModuleType
 
-# Each target module builds one family of repos. It provides `add_convert_arguments(parser)`,
-# `convert_from_args(args)`, `add_tiny_arguments(parser)`, `tiny_from_args(args)` and may provide
-# `register_commands(subparsers)` for commands of its own (training, export).
-TARGETS = {
-    "longclip": "hub_configs.longclip",
-    "longclip-sdxl": "hub_configs.longclip_sdxl",
-    "clipclap": "hub_configs.clipclap",
-    "jina-clip-v2": "hub_configs.jina_clip_v2",
-}
-
-
-def _available_targets() -> dict[str, ModuleType]:
-    targets = {}
-    for name, module_path in TARGETS.items():
-        try:
-            targets[name] = importlib.import_module(module_path)
-        except ModuleNotFoundError as error:
-            # A target whose module is not part of this checkout yet is simply not offered.
-            if error.name != module_path:
-                raise
-    return targets
+from .families import FAMILIES, MissingExtraError, family_of, missing_extra_message
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmhub", description=__doc__)
+    from . import demo
+    from .factory import add_convert_parser_arguments, add_tiny_parser_arguments
+
+    parser = argparse.ArgumentParser(prog="mmhub", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
-    targets = _available_targets()
 
     convert = commands.add_parser("convert", help="convert an original checkpoint into a Hub repo folder")
     convert_targets = convert.add_subparsers(dest="target", required=True)
     tiny = commands.add_parser("tiny", help="build a tiny random-weight repo folder (offline demo and tests)")
     tiny_targets = tiny.add_subparsers(dest="target", required=True)
-    for name, module in targets.items():
-        convert_parser = convert_targets.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        module.add_convert_arguments(convert_parser)
-        convert_parser.set_defaults(handler=module.convert_from_args)
-        tiny_parser = tiny_targets.add_parser(name, help=f"tiny random {name} repo")
-        module.add_tiny_arguments(tiny_parser)
-        tiny_parser.set_defaults(handler=module.tiny_from_args)
+    train = commands.add_parser("train", help="train or fine-tune a family's model")
+    train_targets = train.add_subparsers(dest="target", required=True)
+    for name, family in FAMILIES.items():
+        try:
+            family.module()
+            trainer = family.module("trainer") if family.trainer else None
+        except MissingExtraError as error:
+            # A family whose optional dependencies are missing still shows up, and says what to install.
+            for targets in (convert_targets, tiny_targets):
+                targets.add_parser(name, help=f"{family.summary} [{error}]").set_defaults(
+                    handler=_report_missing(error)
+                )
+            continue
+        target = convert_targets.add_parser(name, help=family.summary)
+        add_convert_parser_arguments(target, family)
+        target.set_defaults(handler=_build, kind="convert")
+        target = tiny_targets.add_parser(name, help=f"tiny random {name} repo")
+        add_tiny_parser_arguments(target, family)
+        target.set_defaults(handler=_build, kind="tiny")
+        if trainer is not None:
+            target = train_targets.add_parser(name, help=(trainer.__doc__ or "").strip().splitlines()[0])
+            trainer.add_arguments(target)
+            target.set_defaults(handler=trainer.run_from_args)
+
+    export = commands.add_parser("export-onnx", help="export a built repo folder to ONNX (family found from the repo)")
+    export.add_argument("repo", help="a folder written by `mmhub convert` or `mmhub tiny`")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    export.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (max abs difference)")
+    export.set_defaults(handler=_export_onnx)
 
     push = commands.add_parser("push", help="upload a built repo folder to the Hugging Face Hub")
     push.add_argument("folder", help="a folder written by `mmhub convert` or `mmhub tiny`")
@@ -57,16 +65,35 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--commit-message", default="Upload with mmhub")
     push.set_defaults(handler=_push)
 
-    from . import demo
-
-    demo_parser = commands.add_parser("demo", help="long-caption text-to-image retrieval, offline on a tiny model")
+    demo_parser = commands.add_parser("demo", help="long-caption text-to-image retrieval with LongCLIP")
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.run_from_args)
-
-    for module in targets.values():
-        if hasattr(module, "register_commands"):
-            module.register_commands(commands)
     return parser
+
+
+def _report_missing(error: Exception):
+    def handler(args: argparse.Namespace) -> int:
+        raise error
+
+    return handler
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .factory import build_from_args
+
+    family = FAMILIES[args.target]
+    out = build_from_args(family, args.kind, args)
+    note = " (random weights)" if args.kind == "tiny" else ""
+    print(f"Wrote {out}{note}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    family = family_of(args.repo)
+    if not family.onnx_exporter:
+        exporters = sorted(name for name, other in FAMILIES.items() if other.onnx_exporter)
+        raise ValueError(f"{args.repo!r} is a {family.name} repo; export-onnx supports {exporters} for now")
+    return family.module("onnx_exporter").run_from_args(args)
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -79,11 +106,20 @@ def _push(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # Only this package's loggers: a root handler would print every library's records a second time.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("hub_configs")
+    if not package_logger.handlers:
+        package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if args.verbose else logging.WARNING)
     try:
         result = args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, MissingExtraError) as error:
         print(f"mmhub {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        print(f"mmhub {args.command}: error: {missing_extra_message(error.name)}", file=sys.stderr)
         return 2
     return int(result or 0)
 

@@ -9,18 +9,10 @@ import os
 import tempfile
 from typing import Any
 
-from .builder import (
-    MODULE_CODE_FILES,
-    copy_code_files,
-    load_manifest,
-    render_model_card,
-    write_json,
-    write_sentence_transformers_files,
-)
+from .builder import RepoBuild, source_label, write_json
 
 logger = logging.getLogger(__name__)
 
-NAME = "CLIPCLAP"  # template folder hub_configs/CLIPCLAP
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLAP = "laion/larger_clap_music_and_speech"
 METADATA_FILE = "projection_training_metadata.json"
@@ -108,13 +100,6 @@ def load_projection_weight(path: str, dim: int | None = None):
     return weight
 
 
-def source_label(source: str) -> str:
-    """How a source appears in cards and metadata: Hub ids as given, local folders by their name only."""
-    if os.path.exists(source):
-        return os.path.basename(os.path.normpath(source))
-    return source
-
-
 def _load_sources(clip: str, clap: str):
     from transformers import AutoProcessor, ClapModel, CLIPModel
 
@@ -148,84 +133,64 @@ def _training_summary(metadata: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def build_repo(
+def clipclap_build(
     clip_model,
     clap_model,
     audio_to_clip_weight,
     tokenizer,
     image_processor,
     feature_extractor,
-    out_dir: str,
     *,
     clip_source: str,
     clap_source: str,
     metadata: dict[str, Any] | None = None,
     build_note: str = "",
+    training_summary: str | None = None,
     repo_id: str = "ORG/clipclap",
-) -> str:
-    """Write a complete CLIPCLAP repo folder: weights, configs, processor, remote code, ST files and card."""
-    import st_modules.configuration_clipclap as configuration_module
-    import st_modules.modeling_clipclap as modeling_module
-    import st_modules.processing_clipclap as processing_module
+) -> RepoBuild:
+    """Assemble a CLIPCLAP repo (model, processor, metadata, card fields) from loaded CLIP and CLAP parts."""
+    from st_modules.modeling_clipclap import ClipClapModel
+    from st_modules.processing_clipclap import ClipClapProcessor
 
-    os.makedirs(out_dir, exist_ok=True)
-    model = modeling_module.ClipClapModel.from_clip_and_clap(clip_model, clap_model, audio_to_clip_weight)
-    configuration_module.ClipClapConfig.register_for_auto_class("AutoConfig")
-    modeling_module.ClipClapModel.register_for_auto_class("AutoModel")
-    processing_module.ClipClapProcessor.register_for_auto_class("AutoProcessor")
-    model.save_pretrained(out_dir)
-
+    model = ClipClapModel.from_clip_and_clap(clip_model, clap_model, audio_to_clip_weight)
     for key in ("is_local", "local_files_only", "name_or_path"):
         # Loading leaves these in init_kwargs; they describe this machine, not the tokenizer.
         tokenizer.init_kwargs.pop(key, None)
     tokenizer.model_max_length = min(tokenizer.model_max_length, clip_model.config.text_config.max_position_embeddings)
-    processor = processing_module.ClipClapProcessor(image_processor, tokenizer, feature_extractor)
-    processor.save_pretrained(out_dir)
-
-    copy_code_files(list(load_manifest(NAME)["code_files"]) + MODULE_CODE_FILES, out_dir)
-    write_sentence_transformers_files(
-        out_dir,
-        module_config={
-            "modalities": ["text", "image", "audio"],
-            "normalize": True,
-            "matryoshka_dims": None,
-            "max_seq_length": int(tokenizer.model_max_length),
-            "text_kwargs": {},
-            "image_kwargs": {},
-            "audio_kwargs": {},
-        },
-    )
-    if metadata is not None:
-        write_json(os.path.join(out_dir, METADATA_FILE), metadata)
+    processor = ClipClapProcessor(image_processor, tokenizer, feature_extractor)
     extractor = processor.feature_extractor
-    render_model_card(
-        NAME,
-        out_dir,
-        clip_source=clip_source,
-        clap_source=clap_source,
-        projection_dim=model.config.projection_dim,
-        sampling_rate=extractor.sampling_rate,
-        max_length_s=extractor.max_length_s,
-        truncation=extractor.truncation,
-        training_summary=_training_summary(metadata),
-        build_note=build_note,
-        repo_id=repo_id,
+    card = {
+        "clip_source": clip_source,
+        "clap_source": clap_source,
+        "projection_dim": model.config.projection_dim,
+        "sampling_rate": extractor.sampling_rate,
+        "max_length_s": extractor.max_length_s,
+        "truncation": extractor.truncation,
+        "training_summary": training_summary or _training_summary(metadata),
+        "build_note": build_note,
+        "repo_id": repo_id,
+    }
+    return RepoBuild(
+        model=model,
+        processor=processor,
+        card=card,
+        module_config={"max_seq_length": int(tokenizer.model_max_length)},
+        files={METADATA_FILE: metadata} if metadata is not None else {},
     )
-    return out_dir
 
 
-def convert(
-    clip: str, clap: str, projection: str, out: str, metadata_path: str | None = None, repo_id: str = "ORG/clipclap"
-) -> str:
-    """Build the repo from a CLIP model, a CLAP model (folders or Hub ids) and the trained projection file.
+def build_from_sources(
+    clip: str, clap: str, projection: str, metadata_path: str | None = None, repo_id: str = "ORG/clipclap", **card
+) -> RepoBuild:
+    """A CLIPCLAP `RepoBuild` from a CLIP model, a CLAP model (folders or Hub ids) and the trained projection file.
 
     Args:
         clip: CLIP source, e.g. `openai/clip-vit-base-patch32`.
         clap: CLAP source, e.g. `laion/larger_clap_music_and_speech`.
         projection: Trained `Linear` weight file (see `load_projection_weight`).
-        out: Output folder.
         metadata_path: Training metadata JSON; defaults to `projection_training_metadata.json` beside `projection`.
         repo_id: Hub id used in the model card's snippets.
+        **card: Card fields to override (`clip_source`, `build_note`, `training_summary`, ...).
     """
     clip_model, clap_model, clip_processor, clap_processor = _load_sources(clip, clap)
     weight = load_projection_weight(projection, clip_model.config.projection_dim)
@@ -240,18 +205,17 @@ def convert(
     if metadata_path is not None:
         with open(metadata_path, encoding="utf-8") as handle:
             metadata = json.load(handle)
-    return build_repo(
+    options = {"clip_source": source_label(clip), "clap_source": source_label(clap), **card}
+    return clipclap_build(
         clip_model,
         clap_model,
         weight,
         clip_processor.tokenizer,
         clip_processor.image_processor,
         clap_processor.feature_extractor,
-        out,
-        clip_source=source_label(clip),
-        clap_source=source_label(clap),
         metadata=metadata,
         repo_id=repo_id,
+        **options,
     )
 
 
@@ -325,37 +289,7 @@ def build_tiny_sources(out_dir: str, seed: int = 0, fused: bool = False) -> tupl
     return clip_dir, clap_dir, projection_file
 
 
-def tiny(out: str, seed: int = 0, fused: bool = False) -> str:
-    """Build the CLIPCLAP repo from tiny random CLIP and CLAP models (offline demo and tests)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        clip_dir, clap_dir, projection = build_tiny_sources(scratch, seed=seed, fused=fused)
-        convert(clip_dir, clap_dir, projection, out, repo_id="ORG/clipclap-tiny")
-    render_note = "**Tiny random build** (`mmhub tiny clipclap`): random weights for tests and demos; embeddings are meaningless."
-    _rewrite_card_note(out, render_note, seed)
-    return out
-
-
-def _rewrite_card_note(out: str, note: str, seed: int) -> None:
-    with open(os.path.join(out, METADATA_FILE), encoding="utf-8") as handle:
-        metadata = json.load(handle)
-    render_model_card(
-        NAME,
-        out,
-        clip_source="tiny-random-clip",
-        clap_source="tiny-random-clap",
-        projection_dim=TINY_PROJECTION_DIM,
-        sampling_rate=48000,
-        max_length_s=10,
-        truncation=_saved_truncation(out),
-        training_summary=f"Not trained: {metadata.get('note', '')} (seed {seed}).",
-        build_note=note,
-        repo_id="ORG/clipclap-tiny",
-    )
-
-
-def _saved_truncation(out: str) -> str:
-    with open(os.path.join(out, "processor_config.json"), encoding="utf-8") as handle:
-        return json.load(handle)["feature_extractor"]["truncation"]
+# ------------------------------------------------------------------------------------------- registry hooks
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -366,37 +300,30 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
         "--metadata", default=None, help=f"training metadata JSON (default: {METADATA_FILE} beside it)"
     )
     parser.add_argument("--repo-id", default="ORG/clipclap", help="Hub id shown in the model card")
-    parser.add_argument("--out", required=True, help="output repo folder")
 
 
-def convert_from_args(args: argparse.Namespace) -> int:
-    convert(args.clip, args.clap, args.projection, args.out, metadata_path=args.metadata, repo_id=args.repo_id)
-    print(f"wrote {args.out}")
-    return 0
+def convert(args: argparse.Namespace) -> RepoBuild:
+    """`mmhub convert clipclap`: CLIP + CLAP + trained projection -> repo."""
+    return build_from_sources(args.clip, args.clap, args.projection, args.metadata, repo_id=args.repo_id)
 
 
 def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output repo folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--fused", action="store_true", help="use a fused CLAP tower (truncation='fusion')")
 
 
-def tiny_from_args(args: argparse.Namespace) -> int:
-    tiny(args.out, seed=args.seed, fused=args.fused)
-    print(f"wrote {args.out}")
-    return 0
-
-
-def register_commands(subparsers) -> None:
-    """`mmhub train clipclap-projection` and `mmhub export-onnx`."""
-    from . import clipclap_onnx, clipclap_train
-
-    train = subparsers.add_parser("train", help="train adapters (clipclap-projection)")
-    train_targets = train.add_subparsers(dest="train_target", required=True)
-    projection = train_targets.add_parser("clipclap-projection", help="train CLIPCLAP's audio-to-CLIP projection")
-    clipclap_train.add_arguments(projection)
-    projection.set_defaults(handler=clipclap_train.run_from_args)
-
-    export = subparsers.add_parser("export-onnx", help="export a CLIPCLAP repo folder to the ONNX file set")
-    clipclap_onnx.add_arguments(export)
-    export.set_defaults(handler=clipclap_onnx.run_from_args)
+def tiny(seed: int, args: argparse.Namespace | None = None) -> RepoBuild:
+    """`mmhub tiny clipclap`: the repo from tiny random CLIP and CLAP models, through the real conversion path."""
+    fused = bool(getattr(args, "fused", False))
+    with tempfile.TemporaryDirectory() as scratch:
+        clip_dir, clap_dir, projection = build_tiny_sources(scratch, seed=seed, fused=fused)
+        return build_from_sources(
+            clip_dir,
+            clap_dir,
+            projection,
+            repo_id="ORG/clipclap-tiny",
+            clip_source="tiny-random-clip",
+            clap_source="tiny-random-clap",
+            training_summary=f"Not trained: the projection is the identity plus Gaussian noise (seed {seed}).",
+            build_note="**Tiny random build** (`mmhub tiny clipclap`): random weights for tests and demos; "
+            "embeddings are meaningless.",
+        )

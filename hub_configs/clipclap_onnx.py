@@ -18,10 +18,10 @@ import warnings
 from typing import Any
 
 from .builder import write_json
+from .clipclap import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "projection_training_metadata.json"
 OPSET = 17
 MODEL_FILES = (
     "text_model.onnx",

@@ -1,4 +1,4 @@
-"""`mmhub train clipclap-projection`: train the audio-to-CLIP map of CLIPCLAP as the seed did.
+"""`mmhub train clipclap`: train the audio-to-CLIP projection of CLIPCLAP as the seed did.
 
 Frozen CLAP audio embeddings and frozen CLIP caption embeddings (both L2-normalised) are computed once; an
 identity-initialised `Linear(512, 512, bias=False)` is trained with a symmetric InfoNCE loss at a fixed temperature
@@ -13,11 +13,11 @@ import logging
 import os
 from typing import Any
 
-from .builder import write_json
+from .builder import source_label, write_json
+from .clipclap import METADATA_FILE
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "projection_training_metadata.json"
 DEFAULTS = {
     "temperature": 0.07,
     "learning_rate": 1e-3,
@@ -296,8 +296,6 @@ def run_from_args(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction,
         seed=args.seed,
     )
-    from .clipclap import source_label
-
     metadata["sources"] = {
         "clip": source_label(args.clip),
         "clap": source_label(args.clap),

@@ -73,13 +73,13 @@ def resolve_model(model: str | None) -> tuple[str, bool]:
     except Exception as error:  # offline, no DNS, rate limits: all mean "no real weights here"
         print(f"Could not download {ORIGINAL_REPO}/{ORIGINAL_FILE} ({type(error).__name__}).")
     else:
-        from .longclip import convert_checkpoint
+        from .factory import make_repo
 
-        return convert_checkpoint(checkpoint, converted), False
-    from .longclip import build_tiny_repo
+        return make_repo("longclip", converted, checkpoint=checkpoint), False
+    from .factory import make_repo
 
     # Rebuilt every time (a few seconds) so the folder never carries remote code from an older version.
-    return build_tiny_repo(tempfile.mkdtemp(prefix="mmhub-demo-tiny-longclip-")), True
+    return make_repo("longclip", tempfile.mkdtemp(prefix="mmhub-demo-tiny-longclip-"), tiny=True), True
 
 
 def run_from_args(args: argparse.Namespace) -> int:

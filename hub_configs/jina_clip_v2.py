@@ -17,9 +17,10 @@ import os
 import tempfile
 from typing import Any
 
+from .builder import RepoBuild
+
 logger = logging.getLogger(__name__)
 
-REPO_TEMPLATE = "jina-clip-v2"
 UPSTREAM_TEXT_PREFIX = "text_model.transformer.roberta."
 UPSTREAM_LORA_TASKS = ["retrieval.query", "retrieval.passage", "separation", "classification", "text-matching"]
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -318,98 +319,57 @@ def _build_image_processor(checkpoint_dir: str, image_size: int):
     )
 
 
-def convert_checkpoint(
+def build_from_snapshot(
     checkpoint_dir: str,
-    out_dir: str,
     *,
     dtype: str = "auto",
     repo_id: str = "ORG/jina-clip-v2-hf",
     provenance: str | None = None,
-) -> str:
-    """Write a complete repo folder (weights, configs, processor, remote code, ST files, card) to `out_dir`.
+) -> RepoBuild:
+    """A `RepoBuild` (weights, processor, prompts, ST settings, card) from an upstream jina-clip-v2 snapshot.
 
     Args:
         checkpoint_dir: a local snapshot of `jinaai/jina-clip-v2` (`config.json`, `model.safetensors`, tokenizer
             files, `preprocessor_config.json`).
-        out_dir: output folder (created; existing files are overwritten).
-        dtype: `"auto"` (the checkpoint's dtype), `"float32"`, `"float16"` or `"bfloat16"`.
+        dtype: `"auto"` (the checkpoint's dtype), `"fp32"`, `"fp16"` or `"bf16"`.
         repo_id: the Hub id used in the model card snippets.
         provenance: a sentence for the model card about where the weights come from.
-
-    Returns:
-        `out_dir`.
     """
-    import torch
-
-    from hub_configs.builder import (
-        MODULE_CODE_FILES,
-        copy_code_files,
-        load_manifest,
-        render_model_card,
-        write_sentence_transformers_files,
-    )
+    from hub_configs.builder import torch_dtype
     from st_modules.configuration_jina_clip import JinaCLIPConfig
     from st_modules.modeling_jina_clip import JinaCLIPModel
     from st_modules.processing_jina_clip import JinaCLIPProcessor
 
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"Checkpoint folder not found: {checkpoint_dir}")
-    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype != "auto" and dtype not in dtypes:
-        raise ValueError(f"dtype must be 'auto' or one of {sorted(dtypes)}, got {dtype!r}")
     upstream = _read_json(os.path.join(checkpoint_dir, "config.json"))
     state_dict = _load_upstream_state_dict(checkpoint_dir)
-    target_dtype = _source_dtype(state_dict) if dtype == "auto" else dtypes[dtype]
+    target_dtype = _source_dtype(state_dict) if dtype == "auto" else torch_dtype(dtype)
     _, lora_task = default_lora_index(upstream, state_dict)
 
     config = JinaCLIPConfig(**upstream_to_config_kwargs(upstream, state_dict))
     model = JinaCLIPModel(config)
     model.load_state_dict(convert_state_dict(upstream, state_dict), strict=True)
     model.to(target_dtype)
-    os.makedirs(out_dir, exist_ok=True)
-    JinaCLIPConfig.register_for_auto_class()
-    JinaCLIPModel.register_for_auto_class("AutoModel")
-    model.save_pretrained(out_dir)
-
     tokenizer = _build_tokenizer_from_dir(
         checkpoint_dir, model_max_length=config.text_config.max_position_embeddings - 2
     )
     processor = JinaCLIPProcessor(
         image_processor=_build_image_processor(checkpoint_dir, config.vision_config.image_size), tokenizer=tokenizer
     )
-    JinaCLIPProcessor.register_for_auto_class("AutoProcessor")
-    processor.save_pretrained(out_dir)
-
-    manifest = load_manifest(REPO_TEMPLATE)
-    copy_code_files(manifest["code_files"] + MODULE_CODE_FILES, out_dir)
     prompts = dict(config.task_instructions)
-    write_sentence_transformers_files(
-        out_dir,
-        module_config={
-            "modalities": ["text", "image"],
-            "normalize": True,
-            "matryoshka_dims": list(config.matryoshka_dimensions),
-            "max_seq_length": DEFAULT_MAX_SEQ_LENGTH,
-            "text_kwargs": {},
-            "image_kwargs": {},
-            "audio_kwargs": {},
-        },
-        prompts=prompts,
-        default_prompt_name=None,
-        similarity_fn_name="cosine",
-    )
-    render_model_card(
-        REPO_TEMPLATE,
-        out_dir,
-        title=repo_id.split("/")[-1],
-        repo_id=repo_id,
-        license="cc-by-nc-4.0",
-        lora_task=lora_task or "none",
-        provenance=provenance or "Converted from the original `jinaai/jina-clip-v2` weights with `mmhub convert`.",
-        prompts=", ".join(f"`{name}`" for name, text in prompts.items() if text),
-        matryoshka_dims=", ".join(str(d) for d in config.matryoshka_dimensions),
-    )
-    return out_dir
+    card = {
+        "title": repo_id.split("/")[-1],
+        "repo_id": repo_id,
+        "license": "cc-by-nc-4.0",
+        "lora_task": lora_task or "none",
+        "provenance": provenance or "Converted from the original `jinaai/jina-clip-v2` weights with `mmhub convert`.",
+        "prompts": ", ".join(f"`{name}`" for name, text in prompts.items() if text),
+        "matryoshka_dims": ", ".join(str(d) for d in config.matryoshka_dimensions),
+    }
+    # sentence-transformers reads texts up to the tokenizer's limit, as upstream's custom_st leaves it.
+    module_config = {"matryoshka_dims": list(config.matryoshka_dimensions), "max_seq_length": None}
+    return RepoBuild(model=model, processor=processor, card=card, prompts=prompts, module_config=module_config)
 
 
 # ------------------------------------------------------------------------------------------------ tiny
@@ -606,39 +566,24 @@ def write_tiny_upstream_checkpoint(out_dir: str, *, seed: int = 0, default_lora_
     return out_dir
 
 
-def build_tiny(out_dir: str, *, seed: int = 0) -> str:
-    """`mmhub tiny jina-clip-v2`: a random tiny upstream-layout checkpoint pushed through the real converter."""
-    with tempfile.TemporaryDirectory() as tmp:
-        write_tiny_upstream_checkpoint(tmp, seed=seed)
-        return convert_checkpoint(
-            tmp,
-            out_dir,
-            dtype="float32",
-            repo_id="ORG/tiny-random-jina-clip-v2",
-            provenance="Tiny random weights for tests and offline demos; embeddings are meaningless.",
-        )
-
-
-# ------------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------- registry hooks
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="local snapshot folder of jinaai/jina-clip-v2")
-    parser.add_argument("--out", required=True, help="output repo folder")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--repo-id", default="ORG/jina-clip-v2-hf", help="Hub id shown in the model card")
 
 
-def convert_from_args(args: argparse.Namespace) -> int:
-    convert_checkpoint(args.checkpoint, args.out, dtype=args.dtype, repo_id=args.repo_id)
-    print(args.out)
-    return 0
+def convert(args: argparse.Namespace) -> RepoBuild:
+    """`mmhub convert jina-clip-v2`: upstream snapshot -> repo."""
+    return build_from_snapshot(args.checkpoint, dtype=args.dtype, repo_id=args.repo_id)
 
 
-def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output repo folder")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def tiny_from_args(args: argparse.Namespace) -> int:
-    build_tiny(args.out, seed=args.seed)
-    print(args.out)
-    return 0
+def tiny(seed: int, args: argparse.Namespace | None = None) -> RepoBuild:
+    """`mmhub tiny jina-clip-v2`: a random tiny upstream-layout checkpoint pushed through the real converter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tiny_upstream_checkpoint(tmp, seed=seed)
+        return build_from_snapshot(
+            tmp,
+            dtype="fp32",
+            repo_id="ORG/tiny-random-jina-clip-v2",
+            provenance="Tiny random weights for tests and offline demos; embeddings are meaningless.",
+        )

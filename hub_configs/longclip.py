@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
 
 import torch
 
-from .builder import (
-    MODULE_CODE_FILES,
-    copy_code_files,
-    load_manifest,
-    render_model_card,
-    update_json,
-    write_sentence_transformers_files,
-)
+from .builder import RepoBuild
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = "LongCLIP"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The original forward takes rows 0..19 from the frozen CLIP table and the rest from the trained one.
 ORIGINAL_KEEP_POSITIONS = 20
 _OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+# The paper's R@1 (image-to-text / text-to-image), shown in every LongCLIP card as reference anchors.
+PAPER_RESULTS = (
+    "| LongCLIP-B | 94.6 / 93.3 | n/a | 57.6 / 40.4 |",
+    "| LongCLIP-L | 95.8 / 95.6 | 82.7 / 86.1 | 62.8 / 46.3 |",
+)
 
 
 def load_original_checkpoint(path: str) -> dict[str, torch.Tensor]:
@@ -205,91 +200,62 @@ def build_image_processor(image_size: int):
     )
 
 
-def write_longclip_repo(
+def longclip_build(
     config,
     hf_state_dict: dict[str, torch.Tensor],
-    out_dir: str,
     *,
     tokenizer: str | None = None,
     dtype: str = "fp32",
     model_name: str = "LongCLIP",
     source: str = "",
     random_weights: bool = False,
-) -> str:
-    """Write a complete Hub repo folder (weights, configs, tokenizer, processor, remote code, ST files, card)."""
+) -> RepoBuild:
+    """Assemble a LongCLIP repo (model, processor, card fields) from a converted config and state dict."""
     from st_modules.modeling_longclip import LongCLIPModel
     from st_modules.processing_longclip import LongCLIPProcessor
 
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     model = LongCLIPModel(config)
     missing, unexpected = model.load_state_dict(hf_state_dict, strict=False)
     if unexpected or [key for key in missing if not key.endswith("position_ids")]:
         raise ValueError(f"Converted weights do not fit the model: missing {missing}, unexpected {unexpected}")
-    model = model.to(DTYPES[dtype])
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    # The zero-shot-image-classification pipeline resolves its own auto class; point it at the same model.
-    config_path = os.path.join(out_dir, "config.json")
-    with open(config_path, encoding="utf-8") as handle:
-        auto_map = json.load(handle)["auto_map"]
-    auto_map["AutoModelForZeroShotImageClassification"] = auto_map["AutoModel"]
-    update_json(config_path, auto_map=auto_map)
-
     max_length = config.text_config.max_position_embeddings
     processor = LongCLIPProcessor(
         image_processor=build_image_processor(config.vision_config.image_size),
         tokenizer=load_tokenizer(tokenizer, max_length),
     )
-    processor.save_pretrained(out_dir)  # LongCLIPProcessor records itself as CLIPProcessor for stock loading
-
-    manifest = load_manifest(TEMPLATE)
-    copy_code_files(manifest["code_files"] + MODULE_CODE_FILES, out_dir)
-    write_sentence_transformers_files(
-        out_dir,
-        module_config={
-            "modalities": ["text", "image"],
-            "normalize": True,
-            "matryoshka_dims": None,
-            "max_seq_length": max_length,
-            "embedding_dimension": config.projection_dim,
-        },
-    )
     text, vision = config.text_config, config.vision_config
-    render_model_card(
-        TEMPLATE,
-        out_dir,
-        model_name=model_name,
-        source=source or "random weights",
-        weights_note=(
+    card = {
+        "model_name": model_name,
+        "source": source or "random weights",
+        "weights_note": (
             "**These weights are random.** This repo exists to test the code paths offline; its embeddings mean nothing."
             if random_weights
             else f"Converted from the original checkpoint `{source}` with `mmhub convert longclip`."
         ),
-        context_length=max_length,
-        embed_dim=config.projection_dim,
-        text_width=text.hidden_size,
-        text_layers=text.num_hidden_layers,
-        vision_width=vision.hidden_size,
-        vision_layers=vision.num_hidden_layers,
-        patch_size=vision.patch_size,
-        image_size=vision.image_size,
-        dtype=dtype,
-        paper_results="\n".join(manifest["paper_results"].values()),
-    )
-    return out_dir
+        "context_length": max_length,
+        "embed_dim": config.projection_dim,
+        "text_width": text.hidden_size,
+        "text_layers": text.num_hidden_layers,
+        "vision_width": vision.hidden_size,
+        "vision_layers": vision.num_hidden_layers,
+        "patch_size": vision.patch_size,
+        "image_size": vision.image_size,
+        "dtype": dtype,
+        "paper_results": "\n".join(PAPER_RESULTS),
+    }
+    module_config = {"max_seq_length": max_length, "embedding_dimension": config.projection_dim}
+    return RepoBuild(model=model, processor=processor, card=card, module_config=module_config)
 
 
-def convert_checkpoint(checkpoint: str, out_dir: str, *, tokenizer: str | None = None, dtype: str = "fp32") -> str:
-    """`mmhub convert longclip`: original checkpoint -> Hub repo folder."""
+def build_from_checkpoint(checkpoint: str, *, tokenizer: str | None = None, dtype: str = "fp32") -> RepoBuild:
+    """Original Long-CLIP checkpoint -> `RepoBuild` (the `mmhub convert longclip` path)."""
     state_dict = load_original_checkpoint(checkpoint)
     config, hf_state_dict = original_to_hf(state_dict)
     name = os.path.splitext(os.path.basename(checkpoint))[0]
     pretty = {"longclip-b": "LongCLIP-B", "longclip-l": "LongCLIP-L"}.get(name.lower(), name)
-    return write_longclip_repo(
+    return longclip_build(
         config,
         hf_state_dict,
-        out_dir,
         tokenizer=tokenizer,
         dtype=dtype,
         model_name=pretty,
@@ -361,33 +327,20 @@ def random_original_checkpoint(
     return state_dict
 
 
-def build_tiny_repo(out_dir: str, *, seed: int = 0, dtype: str = "fp32") -> str:
-    """`mmhub tiny longclip`: a random original-format checkpoint pushed through the real conversion path."""
-    config, hf_state_dict = original_to_hf(random_original_checkpoint(seed=seed))
-    return write_longclip_repo(
-        config, hf_state_dict, out_dir, dtype=dtype, model_name="LongCLIP-tiny-random", random_weights=True
-    )
+# ------------------------------------------------------------------------------------------- registry hooks
 
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="original longclip-B.pt / longclip-L.pt")
-    parser.add_argument("--out", required=True, help="output repo folder")
     parser.add_argument("--tokenizer", default=None, help="CLIP tokenizer folder or Hub id (default: offline BPE)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="weight dtype to save")
 
 
-def convert_from_args(args: argparse.Namespace) -> int:
-    out = convert_checkpoint(args.checkpoint, args.out, tokenizer=args.tokenizer, dtype=args.dtype)
-    print(f"Wrote {out}")
-    return 0
+def convert(args: argparse.Namespace) -> RepoBuild:
+    """`mmhub convert longclip`: original checkpoint -> repo."""
+    return build_from_checkpoint(args.checkpoint, tokenizer=args.tokenizer, dtype=args.dtype)
 
 
-def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output repo folder")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def tiny_from_args(args: argparse.Namespace) -> int:
-    out = build_tiny_repo(args.out, seed=args.seed)
-    print(f"Wrote {out} (random weights)")
-    return 0
+def tiny(seed: int, args: argparse.Namespace | None = None) -> RepoBuild:
+    """`mmhub tiny longclip`: a random original-format checkpoint pushed through the real conversion path."""
+    config, hf_state_dict = original_to_hf(random_original_checkpoint(seed=seed))
+    return longclip_build(config, hf_state_dict, model_name="LongCLIP-tiny-random", random_weights=True)

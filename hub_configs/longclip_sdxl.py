@@ -8,13 +8,10 @@ import os
 
 import torch
 
-from .builder import copy_code_files, load_manifest, render_model_card
+from .builder import RepoBuild
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE = "longclip-l-sdxl"
-PIPELINE_FILE = "diffusers_adapters/pipeline_longclip_sdxl.py"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # SDXL's first encoder is CLIP ViT-L/14: its hidden size must match what the UNet cross-attends to.
 SDXL_FIRST_ENCODER_WIDTH = 768
 # Tiny SDXL, sized like diffusers' own SDXL tests: both encoders 32 wide, UNet cross-attention 64 = 32 + 32.
@@ -43,46 +40,32 @@ def text_encoder_from_clip(config, hf_state_dict: dict[str, torch.Tensor]):
     return model.eval()
 
 
-def write_adapter_repo(
-    text_encoder,
-    out_dir: str,
-    *,
-    dtype: str = "fp32",
-    model_name: str = "LongCLIP-L-SDXL",
-    source: str = "",
-    random_weights: bool = False,
-) -> str:
-    """Write the adapter repo: `text_encoder/`, `tokenizer/` (stock classes, 248 tokens), `pipeline.py`, card."""
+def adapter_build(
+    text_encoder, *, dtype: str = "fp16", model_name: str = "LongCLIP-L-SDXL", source: str = "", random_weights=False
+) -> RepoBuild:
+    """The adapter repo: `text_encoder/` and `tokenizer/` (stock classes, 248 tokens), `pipeline.py`, card."""
     from .clip_tokenizer import build_clip_tokenizer
 
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     positions = text_encoder.config.max_position_embeddings
-    os.makedirs(out_dir, exist_ok=True)
-    text_encoder.to(DTYPES[dtype]).save_pretrained(os.path.join(out_dir, "text_encoder"))
-    build_clip_tokenizer(model_max_length=positions).save_pretrained(os.path.join(out_dir, "tokenizer"))
-    manifest = load_manifest(TEMPLATE)
-    copy_code_files(manifest["code_files"], out_dir, rename={PIPELINE_FILE: "pipeline.py"})
-    render_model_card(
-        TEMPLATE,
-        out_dir,
-        model_name=model_name,
-        weights_note=(
+    card = {
+        "model_name": model_name,
+        "weights_note": (
             "**These weights are random.** This repo exists to run the code paths offline; its images mean nothing."
             if random_weights
             else f"Text tower of the original Long-CLIP checkpoint `{source}`, converted with "
             "`mmhub convert longclip-sdxl`."
         ),
-        positions=positions,
-        width=text_encoder.config.hidden_size,
-        layers=text_encoder.config.num_hidden_layers,
-        dtype=dtype,
-    )
-    return out_dir
+        "positions": positions,
+        "width": text_encoder.config.hidden_size,
+        "layers": text_encoder.config.num_hidden_layers,
+        "dtype": dtype,
+    }
+    components = {"text_encoder": text_encoder, "tokenizer": build_clip_tokenizer(model_max_length=positions)}
+    return RepoBuild(components=components, card=card)
 
 
-def convert_checkpoint(checkpoint: str, out_dir: str, *, dtype: str = "fp16") -> str:
-    """`mmhub convert longclip-sdxl`: original `longclip-L.pt` -> adapter repo folder."""
+def build_from_checkpoint(checkpoint: str, *, dtype: str = "fp16") -> RepoBuild:
+    """Original `longclip-L.pt` -> adapter `RepoBuild` (the `mmhub convert longclip-sdxl` path)."""
     from .longclip import load_original_checkpoint, original_to_hf
 
     config, hf_state_dict = original_to_hf(load_original_checkpoint(checkpoint))
@@ -92,8 +75,8 @@ def convert_checkpoint(checkpoint: str, out_dir: str, *, dtype: str = "fp16") ->
             f"SDXL's first text encoder is {SDXL_FIRST_ENCODER_WIDTH} wide; {checkpoint!r} has a {width}-wide text "
             f"tower. Use longclip-L.pt (LongCLIP-B does not fit SDXL)."
         )
-    return write_adapter_repo(
-        text_encoder_from_clip(config, hf_state_dict), out_dir, dtype=dtype, source=os.path.basename(checkpoint)
+    return adapter_build(
+        text_encoder_from_clip(config, hf_state_dict), dtype=dtype, source=os.path.basename(checkpoint)
     )
 
 
@@ -191,41 +174,40 @@ def build_tiny_sdxl_components(*, seed: int = 0) -> dict:
     }
 
 
-def build_tiny(out_dir: str, *, base_out: str | None = None, seed: int = 0) -> tuple[str, str]:
-    """`mmhub tiny longclip-sdxl`: a tiny random adapter repo plus a tiny random SDXL base folder beside it."""
-    from diffusers import StableDiffusionXLPipeline
-
-    base_out = base_out or default_base_dir(out_dir)
-    write_adapter_repo(
-        build_tiny_text_encoder(seed=seed), out_dir, model_name="LongCLIP-SDXL-tiny-random", random_weights=True
-    )
-    StableDiffusionXLPipeline(**build_tiny_sdxl_components(seed=seed)).save_pretrained(base_out)
-    return out_dir, base_out
-
-
 def default_base_dir(out_dir: str) -> str:
     out_dir = os.path.normpath(out_dir)
     return os.path.join(os.path.dirname(out_dir), os.path.basename(out_dir) + "-sdxl-base")
 
 
+def write_tiny_sdxl_base(out_dir: str, *, seed: int = 0) -> str:
+    """A tiny random stock SDXL base pipeline folder (77-token encoders), the adapter's test partner."""
+    from diffusers import StableDiffusionXLPipeline
+
+    StableDiffusionXLPipeline(**build_tiny_sdxl_components(seed=seed)).save_pretrained(out_dir)
+    return out_dir
+
+
+# ------------------------------------------------------------------------------------------- registry hooks
+
+
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="original longclip-L.pt")
-    parser.add_argument("--out", required=True, help="output adapter repo folder")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="text encoder weight dtype")
 
 
-def convert_from_args(args: argparse.Namespace) -> int:
-    print(f"Wrote {convert_checkpoint(args.checkpoint, args.out, dtype=args.dtype)}")
-    return 0
+def convert(args: argparse.Namespace) -> RepoBuild:
+    """`mmhub convert longclip-sdxl`: original `longclip-L.pt` -> adapter repo."""
+    return build_from_checkpoint(args.checkpoint, dtype=args.dtype)
 
 
 def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output adapter repo folder")
     parser.add_argument("--base-out", default=None, help="tiny SDXL base folder (default: <out>-sdxl-base beside it)")
-    parser.add_argument("--seed", type=int, default=0)
 
 
-def tiny_from_args(args: argparse.Namespace) -> int:
-    adapter, base = build_tiny(args.out, base_out=args.base_out, seed=args.seed)
-    print(f"Wrote {adapter} (random adapter) and {base} (random tiny SDXL base)")
-    return 0
+def tiny(seed: int, args: argparse.Namespace | None = None) -> RepoBuild:
+    """`mmhub tiny longclip-sdxl`: a tiny random adapter repo plus a tiny random SDXL base folder beside it."""
+    build = adapter_build(
+        build_tiny_text_encoder(seed=seed), dtype="fp32", model_name="LongCLIP-SDXL-tiny-random", random_weights=True
+    )
+    base_out = getattr(args, "base_out", None)
+    build.after_write = lambda out: write_tiny_sdxl_base(base_out or default_base_dir(out), seed=seed)
+    return build

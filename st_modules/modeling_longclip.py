@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_longclip import DEFAULT_KEEP_POSITIONS, LongCLIPConfig
 from .token_truncation import warn_truncated
@@ -183,7 +184,9 @@ class LongCLIPModel(CLIPModel):
         outputs = super().get_image_features(pixel_values=pixel_values, **kwargs)
         return LongCLIPFeatures.wrap(outputs) if isinstance(outputs, BaseModelOutputWithPooling) else outputs
 
-    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, **kwargs):
+    def forward(
+        self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, **kwargs
+    ) -> CLIPOutput | tuple:
         input_ids, attention_mask, position_ids = self._fit_text_length(input_ids, attention_mask, position_ids)
         return super().forward(
             input_ids=input_ids,

@@ -23,6 +23,7 @@ from .media_inputs import load_audio, resample
 logger = logging.getLogger(__name__)
 
 CHUNK_SELECTIONS = ("center", "random")
+_TEXT_ONLY_FLAT_KWARGS = ("padding", "truncation", "max_length")
 
 
 def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:
@@ -255,9 +256,15 @@ class ClipClapProcessor(ProcessorMixin):
             raise ValueError("ClipClapProcessor needs at least one of text, images or audio")
         if videos is not None:
             raise ValueError("ClipClapProcessor embeds text, images and audio; got videos")
-        merged = self._merge_kwargs(
-            ClipClapProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
-        )
+        # Flat `padding` / `truncation` / `max_length` mean the text side here, as in CLIP processors: the audio
+        # window is the extractor's own setting (10 s of samples), changed through `audio_kwargs=` only.
+        text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
+        for key in _TEXT_ONLY_FLAT_KWARGS:
+            if key in kwargs:
+                text_kwargs.setdefault(key, kwargs.pop(key))
+        # No tokenizer init kwargs: transformers would copy every one that some modality declares into all of them
+        # (a saved tokenizer's `max_length` becomes the audio length); the tokenizer applies its own anyway.
+        merged = self._merge_kwargs(ClipClapProcessorKwargs, text_kwargs=text_kwargs, **kwargs)
         data: dict[str, Any] = {}
         if text is not None:
             if not isinstance(text, str) and not (

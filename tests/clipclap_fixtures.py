@@ -28,10 +28,16 @@ def clipclap_sources(tmp_path_factory) -> TinySources:
 
 @pytest.fixture(scope="session")
 def clipclap_repo(clipclap_sources, tmp_path_factory) -> str:
-    from hub_configs.clipclap import convert
+    from hub_configs.factory import make_repo
 
     out = str(tmp_path_factory.mktemp("clipclap_repo"))
-    return convert(clipclap_sources.clip_dir, clipclap_sources.clap_dir, clipclap_sources.projection, out)
+    return make_repo(
+        "clipclap",
+        out,
+        clip=clipclap_sources.clip_dir,
+        clap=clipclap_sources.clap_dir,
+        projection=clipclap_sources.projection,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -279,7 +279,7 @@ def test_train_projection_recovers_hidden_map(tmp_path, clipclap_sources):
         for a, t in zip(audio.tolist(), text.tolist()):
             handle.write(json.dumps({"audio_embedding": a, "text_embedding": t}) + "\n")
     out = tmp_path / "proj" / "audio_to_clip.safetensors"
-    _train_cli(["train", "clipclap-projection", "--pairs", str(pairs), "--out", str(out), "--batch-size", "32"])
+    _train_cli(["train", "clipclap", "--pairs", str(pairs), "--out", str(out), "--batch-size", "32"])
 
     with open(out.parent / "projection_training_metadata.json", encoding="utf-8") as handle:
         metadata = json.load(handle)
@@ -314,7 +314,7 @@ def test_train_from_audio_and_captions_then_convert(tmp_path, clipclap_sources):
     out = tmp_path / "proj.pt"
     cache = tmp_path / "cache.pt"
     common = ["--pairs", str(pairs), "--clip", clipclap_sources.clip_dir, "--clap", clipclap_sources.clap_dir]
-    _train_cli(["train", "clipclap-projection", *common, "--out", str(out), "--epochs", "2", "--cache", str(cache)])
+    _train_cli(["train", "clipclap", *common, "--out", str(out), "--epochs", "2", "--cache", str(cache)])
     cached = torch.load(cache, weights_only=True)
     clip, clap, _, clip_processor, clap_processor = _stock(clipclap_sources)
     with torch.inference_mode():

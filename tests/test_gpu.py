@@ -49,9 +49,9 @@ def test_longclip_auto_model_fp16_cuda(longclip_repo):
 def test_jina_bf16_default_on_cuda(tmp_path):
     from transformers import AutoModel
 
-    from hub_configs.jina_clip_v2 import build_tiny
+    from hub_configs.factory import make_repo
 
-    repo = build_tiny(str(tmp_path / "jina"))
+    repo = make_repo("jina-clip-v2", str(tmp_path / "jina"), tiny=True)
     model = AutoModel.from_pretrained(repo, trust_remote_code=True).cuda()
     assert model.dtype == torch.bfloat16
     reference = AutoModel.from_pretrained(repo, trust_remote_code=True, dtype=torch.float32)
@@ -66,10 +66,9 @@ def test_jina_bf16_default_on_cuda(tmp_path):
 def test_clipclap_audio_fp16_cuda(tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from hub_configs.clipclap import tiny
+    from hub_configs.factory import make_repo
 
-    repo = str(tmp_path / "clipclap")
-    tiny(repo, seed=0)
+    repo = make_repo("clipclap", str(tmp_path / "clipclap"), tiny=True)
     t = np.arange(48000 * 3) / 48000
     wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     inputs = ["a dog barking", _image(4), {"array": wave, "sampling_rate": 48000}]

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from hub_configs import jina_clip_v2 as jina
+from hub_configs.factory import make_repo
 from tests.jina_fixtures import reference_image_embeddings, reference_text_embeddings
 
 TEXTS = [
@@ -90,7 +91,7 @@ def test_tiny_repo_layout(repo_dir):
 def test_text_features_match_upstream_forward(tmp_path, default_task):
     """Convert a random upstream-layout checkpoint; texts in four scripts match the independent forward."""
     upstream_dir = jina.write_tiny_upstream_checkpoint(str(tmp_path / "up"), seed=1, default_lora_task=default_task)
-    repo = jina.convert_checkpoint(upstream_dir, str(tmp_path / "repo"), dtype="float32")
+    repo = make_repo("jina-clip-v2", str(tmp_path / "repo"), checkpoint=upstream_dir, dtype="fp32")
     model, processor = _load(repo)
     state_dict, config = _upstream(upstream_dir)
     tokens = processor.tokenizer(TEXTS, padding=True, return_tensors="pt")
@@ -230,7 +231,7 @@ def test_converter_rejects_unsupported_upstream(upstream_dir, tmp_path):
     with pytest.raises(ValueError, match="default_lora_task"):
         jina.convert_state_dict(bad, state_dict)
     with pytest.raises(FileNotFoundError):
-        jina.convert_checkpoint(str(tmp_path / "missing"), str(tmp_path / "out"))
+        make_repo("jina-clip-v2", str(tmp_path / "out"), checkpoint=str(tmp_path / "missing"))
 
 
 def test_multilingual_tokenizer_is_xlm_roberta(loaded):

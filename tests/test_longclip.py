@@ -257,9 +257,9 @@ def test_converter_infers_dimensions(longclip_original_state_dict):
 def test_converter_dtype_and_repo_files(tmp_path, longclip_checkpoint_path):
     from safetensors import safe_open
 
-    from hub_configs.longclip import convert_checkpoint
+    from hub_configs.factory import make_repo
 
-    out = convert_checkpoint(longclip_checkpoint_path, str(tmp_path / "fp16"), dtype="bf16")
+    out = make_repo("longclip", str(tmp_path / "fp16"), checkpoint=longclip_checkpoint_path, dtype="bf16")
     with safe_open(os.path.join(out, "model.safetensors"), "pt") as handle:
         assert handle.get_tensor("logit_scale").dtype == torch.bfloat16
     files = set(os.listdir(out))
@@ -282,7 +282,7 @@ def test_converter_dtype_and_repo_files(tmp_path, longclip_checkpoint_path):
     card = Path(out, "README.md").read_text()
     assert "LongCLIP-L" in card and "95.8 / 95.6" in card
     with pytest.raises(FileNotFoundError):
-        convert_checkpoint(str(tmp_path / "missing.pt"), str(tmp_path / "x"))
+        make_repo("longclip", str(tmp_path / "x"), checkpoint=str(tmp_path / "missing.pt"))
 
 
 def test_resaved_processor_still_loads_without_remote_code(remote_processor, longclip_repo, tmp_path):

@@ -19,7 +19,8 @@ import soxr
 import torch
 from PIL import Image
 
-from hub_configs.builder import MODULE_CODE_FILES, copy_code_files, write_sentence_transformers_files
+from hub_configs.builder import copy_code_files, write_sentence_transformers_files
+from hub_configs.families import ST_MODULE_CODE_FILES
 
 RATE = 48000
 
@@ -70,7 +71,7 @@ def clap_repo(tmp_path_factory):
     ClapProcessor(
         feature_extractor=ClapFeatureExtractor(feature_size=64, sampling_rate=RATE), tokenizer=build_clip_tokenizer(77)
     ).save_pretrained(out)
-    copy_code_files(MODULE_CODE_FILES, out)
+    copy_code_files(ST_MODULE_CODE_FILES, out)
     write_sentence_transformers_files(
         out,
         module_config={

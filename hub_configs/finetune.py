@@ -1,0 +1,160 @@
+"""`mmhub train` for sentence-transformers families: contrastive fine-tuning on (caption, image or audio) pairs.
+
+The training path is sentence-transformers' own: `SentenceTransformerTrainer` with
+`MultipleNegativesRankingLoss` (in-batch negatives, caption -> media and media -> caption) on a `datasets.Dataset`
+whose first column holds the captions and second the media (paths, PIL images, `datasets.Image` values, waveforms).
+For LongCLIP the first `keep_positions` text position rows stay frozen, as in the paper (see
+`LongCLIPModel.freeze_kept_positions`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MEDIA_COLUMNS = ("image", "audio")
+
+
+def read_pairs(path: str) -> list[dict[str, Any]]:
+    """Read JSON lines `{"caption": TEXT, "image": PATH}` (or `"audio"`); relative paths are taken from the file's folder."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Pairs file {path!r} does not exist")
+    base = os.path.dirname(os.path.abspath(path))
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not JSON: {error}") from error
+            media = [key for key in MEDIA_COLUMNS if key in row]
+            if not isinstance(row, dict) or "caption" not in row or len(media) != 1:
+                raise ValueError(f"{path}:{number} needs a 'caption' and exactly one of {MEDIA_COLUMNS}, got {row!r}")
+            value = row[media[0]]
+            if isinstance(value, str) and not os.path.isabs(value) and "://" not in value:
+                value = os.path.join(base, value)
+            rows.append({"caption": row["caption"], media[0]: value})
+    if not rows:
+        raise ValueError(f"Pairs file {path!r} holds no pairs")
+    if len({next(key for key in MEDIA_COLUMNS if key in row) for row in rows}) != 1:
+        raise ValueError(f"Pairs file {path!r} mixes image and audio pairs; use one kind per file")
+    return rows
+
+
+def pairs_dataset(rows):
+    """A `datasets.Dataset` with the caption column first (the anchor of the loss) and the media column second."""
+    from datasets import Dataset
+
+    if not isinstance(rows, list):
+        return rows
+    media = next(key for key in MEDIA_COLUMNS if key in rows[0])
+    return Dataset.from_dict({"caption": [row["caption"] for row in rows], media: [row[media] for row in rows]})
+
+
+def finetune(
+    model,
+    train_dataset,
+    *,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    batch_size: int = 16,
+    learning_rate: float = 1e-5,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.0,
+    seed: int = 0,
+    show_progress_bar: bool = True,
+    output_dir: str | None = None,
+) -> list[float]:
+    """Fine-tune a `SentenceTransformer` in place with the trainer and `MultipleNegativesRankingLoss`.
+
+    Args:
+        model: A `SentenceTransformer` loaded from a repo of this package.
+        train_dataset: A `datasets.Dataset` (caption column first) or rows as `read_pairs` returns them.
+        epochs, max_steps, batch_size, learning_rate, weight_decay, warmup_ratio, seed: Trainer settings
+            (`max_steps` > 0 overrides `epochs`).
+        show_progress_bar: Show the trainer's progress bar.
+        output_dir: Trainer scratch folder (default: a temporary folder, removed afterwards; no checkpoints are
+            kept, save the model with `model.save`).
+
+    Returns:
+        The training loss logged at every step.
+    """
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import TrainerCallback
+
+    dataset = pairs_dataset(train_dataset)
+    if len(dataset.column_names) != 2:
+        raise ValueError(f"train_dataset needs two columns (caption, media), got {dataset.column_names}")
+    losses: list[float] = []
+
+    class RecordLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    with tempfile.TemporaryDirectory(prefix="mmhub-train-") as scratch:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=output_dir or scratch,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            warmup_ratio=warmup_ratio,
+            seed=seed,
+            data_seed=seed,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=not show_progress_bar,
+            dataloader_num_workers=0,
+        )
+        loss = MultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"))
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[RecordLoss()]
+        )
+        trainer.train()
+    model.eval()
+    return losses
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="repo folder or Hub id of a model of this family")
+    parser.add_argument("--pairs", required=True, help="JSON lines: {'caption': TEXT, 'image' or 'audio': PATH}")
+    parser.add_argument("--out", required=True, help="folder to save the fine-tuned model to")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: what sentence-transformers picks)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    rows = read_pairs(args.pairs)
+    model = SentenceTransformer(args.model, trust_remote_code=True, device=args.device)
+    losses = finetune(
+        model,
+        rows,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    model.save(args.out)
+    print(f"{len(losses)} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.out}")
+    return 0
