@@ -656,7 +656,8 @@ def convert_checkpoint(
     processor.save_pretrained(out_dir)
 
     manifest = load_manifest(REPO_TEMPLATE)
-    copy_code_files(manifest["code_files"] + MODULE_CODE_FILES, out_dir)
+    # The manifest lists every code file the repo carries, the sentence-transformers module's included.
+    copy_code_files(list(dict.fromkeys(manifest["code_files"] + MODULE_CODE_FILES)), out_dir)
     prompts = sentence_transformers_prompts(config.task_instructions)
     write_sentence_transformers_files(
         out_dir,
