@@ -70,11 +70,10 @@ def write_repo(family: Family, build: RepoBuild, out_dir: str) -> str:
     _register_auto_classes(family, build)
     if build.model is not None:
         model = build.model.to(build.dtype) if build.dtype is not None else build.model
-        config_auto_map = {key: value for key, value in family.auto_map.items() if key != "AutoProcessor"}
-        if config_auto_map:
+        if config_auto_map(family):
             # Set before saving so config.json is written once with every auto class: a class registers one auto
             # class only, and the zero-shot pipeline needs a second one for the same model class.
-            model.config.auto_map = dict(config_auto_map)
+            model.config.auto_map = config_auto_map(family)
         model.save_pretrained(out_dir)
     if build.processor is not None:
         build.processor.save_pretrained(out_dir)
@@ -105,17 +104,31 @@ def source_label(source: str) -> str:
     return source
 
 
-# The objects of a build that carry each registrable auto class.
-_REGISTRABLE = {"AutoConfig": lambda build: build.model.config, "AutoModel": lambda build: build.model}
+# Auto classes saved with the processor (its config and its components' entries); the rest go into config.json.
+_PROCESSOR_AUTO_CLASSES = {
+    "AutoProcessor": lambda processor: processor,
+    "AutoImageProcessor": lambda processor: processor.image_processor,
+    "AutoFeatureExtractor": lambda processor: processor.feature_extractor,
+}
+# The model-side auto classes that a class registration carries (one per class); other model auto classes, such as
+# the zero-shot pipeline's, are written into config.auto_map directly.
+_MODEL_AUTO_CLASSES = {"AutoConfig": lambda model: model.config, "AutoModel": lambda model: model}
+
+
+def config_auto_map(family: Family) -> dict[str, str]:
+    """The `auto_map` of the repo's `config.json`: the family's model-side entries."""
+    return {key: value for key, value in family.auto_map.items() if key not in _PROCESSOR_AUTO_CLASSES}
 
 
 def _register_auto_classes(family: Family, build: RepoBuild) -> None:
     """Register the classes the family's `auto_map` names, so saving writes `auto_map` (and user re-saves too)."""
     for auto_class, reference in family.auto_map.items():
-        getter = _REGISTRABLE.get(auto_class, (lambda b: b.processor) if auto_class == "AutoProcessor" else None)
-        if getter is None:
-            continue  # extra model auto classes are written into config.auto_map directly
-        target = getter(build)
+        if auto_class in _PROCESSOR_AUTO_CLASSES:
+            target = _PROCESSOR_AUTO_CLASSES[auto_class](build.processor) if build.processor is not None else None
+        elif auto_class in _MODEL_AUTO_CLASSES:
+            target = _MODEL_AUTO_CLASSES[auto_class](build.model) if build.model is not None else None
+        else:
+            continue
         class_name = reference.rsplit(".", 1)[1]
         if target is None or type(target).__name__ != class_name:
             raise ValueError(

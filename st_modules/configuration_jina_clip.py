@@ -6,15 +6,9 @@ from typing import Any
 
 from transformers import JinaEmbeddingsV3Config, PreTrainedConfig
 
-# jina-embeddings-v3 task names and their instruction prefixes; jina-clip-v2 publishes the first one as its
-# sentence-transformers prompt.
-DEFAULT_TASK_INSTRUCTIONS = {
-    "retrieval.query": "Represent the query for retrieving evidence documents: ",
-    "retrieval.passage": "Represent the document for retrieval: ",
-    "separation": "",
-    "classification": "",
-    "text-matching": "",
-}
+# The published jina-clip-v2's tasks (one per LoRA adapter it carries) and their instruction prefixes; converted
+# checkpoints store their own.
+DEFAULT_TASK_INSTRUCTIONS = {"retrieval.query": "Represent the query for retrieving evidence documents: "}
 DEFAULT_MATRYOSHKA_DIMENSIONS = [64, 128, 256, 512, 768, 1024]
 
 
@@ -120,7 +114,10 @@ class JinaCLIPConfig(PreTrainedConfig):
         logit_scale_init_value (`float`): initial log temperature.
         matryoshka_dimensions (`list[int]`): prefix sizes the embeddings were trained to be truncated to.
         truncate_dim (`int`, *optional*): default truncation of `encode_text` / `encode_image`.
-        task_instructions (`dict[str, str]`): task name -> instruction prefix for `encode_text(task=...)`.
+        task_instructions (`dict[str, str]`): task name -> instruction prefix for `encode_text(task=...)`, one per
+            LoRA task of the upstream checkpoint.
+        default_instruction_task (`str`, *optional*): task whose prefix `encode_text(task=None)` uses (upstream's
+            `default_instruction_task`; `None`: no prefix).
         max_text_length (`int`): default `max_length` of `encode_text` (upstream: 512).
     """
 
@@ -136,6 +133,7 @@ class JinaCLIPConfig(PreTrainedConfig):
     matryoshka_dimensions: list[int] | None = None
     truncate_dim: int | None = None
     task_instructions: dict[str, str] | None = None
+    default_instruction_task: str | None = None
     max_text_length: int = 512
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -178,6 +176,11 @@ class JinaCLIPConfig(PreTrainedConfig):
             isinstance(self.task_instructions, dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in self.task_instructions.items()),
             f"task_instructions must map task names to prefix strings, got {self.task_instructions!r}",
+        )
+        _require(
+            self.default_instruction_task is None or self.default_instruction_task in self.task_instructions,
+            f"default_instruction_task must be None or one of {sorted(self.task_instructions)}, "
+            f"got {self.default_instruction_task!r}",
         )
         _require(
             isinstance(self.max_text_length, int) and self.max_text_length > 0,

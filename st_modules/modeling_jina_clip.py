@@ -7,6 +7,7 @@ write into the same `projection_dim` space; embeddings are Matryoshka-truncatabl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from transformers.utils import ModelOutput
 from .configuration_jina_clip import JinaCLIPConfig
 from .jina_eva_vision import EvaRotaryEmbedding2D, EvaVisionTransformer
 from .media_inputs import load_all, load_image
+
+logger = logging.getLogger(__name__)
 
 try:
     from PIL import Image
@@ -217,13 +220,25 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         return self.processor.image_processor
 
     def get_instruction_from_task(self, task: str | None) -> str:
+        """The instruction prefix of `task`, as upstream: `None` means `config.default_instruction_task` (usually none).
+
+        Raises:
+            ValueError: `task` is not one of the checkpoint's tasks (the list is in the message).
+        """
+        instructions = self.config.task_instructions
         if task is None:
+            default = self.config.default_instruction_task
+            return instructions[default] if default is not None else ""
+        if not instructions:
+            # Upstream ignores a task when the checkpoint has no instructions at all.
+            logger.warning("This checkpoint has no task instructions; ignoring task %r", task)
             return ""
-        if not isinstance(task, str) or task not in self.config.task_instructions:
+        if not isinstance(task, str) or task not in instructions:
             raise ValueError(
-                f"Unsupported task {task!r}; choose one of {sorted(self.config.task_instructions)} or None"
+                f"Unsupported task {task!r}: this checkpoint's tasks are {', '.join(map(repr, instructions))}; "
+                "pass one of them, or task=None for no instruction"
             )
-        return self.config.task_instructions[task]
+        return instructions[task]
 
     def _run_batches(self, items: list, batch_size: int, sort_key, encode_batch, show_progress_bar: bool | None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

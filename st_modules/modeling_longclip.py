@@ -39,8 +39,10 @@ def stretch_position_embedding(
     rows = table.shape[0]
     if not 0 <= keep < rows - 1 or ratio < 1:
         raise ValueError(f"Need 0 <= keep < {rows - 1} and ratio >= 1, got keep={keep}, ratio={ratio}")
-    source = table.float()
-    weights = torch.arange(ratio, dtype=torch.float32, device=table.device) / ratio  # k / ratio, k = 0..ratio-1
+    # At least float32 (half tables would round the interpolation weights), float64 kept as float64.
+    compute = torch.promote_types(table.dtype, torch.float32)
+    source = table.to(compute)
+    weights = torch.arange(ratio, dtype=compute, device=table.device) / ratio  # k / ratio, k = 0..ratio-1
     left = source[keep:-1]
     right = source[keep + 1 :]
     interpolated = (1 - weights)[None, :, None] * left[:, None, :] + weights[None, :, None] * right[:, None, :]

@@ -1,4 +1,4 @@
-"""Processor of jina-clip-v2: XLM-RoBERTa SentencePiece tokenizer + CLIP-style 512 px image preprocessing."""
+"""Processor of jina-clip-v2: XLM-RoBERTa SentencePiece tokenizer + the upstream-exact `JinaCLIPImageProcessor`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,13 @@ from transformers import ProcessorMixin
 
 
 class JinaCLIPProcessor(ProcessorMixin):
-    """Pairs the XLM-RoBERTa tokenizer with a `CLIPImageProcessor`.
-
-    The image side matches upstream `JinaCLIPImageProcessor`: bicubic resize of the shortest edge to `image_size`,
-    centre crop, OpenAI CLIP mean/std.
+    """Pairs the XLM-RoBERTa tokenizer with `JinaCLIPImageProcessor` (upstream's PIL resize and centre crop).
 
     Calls follow transformers' generic processor protocol (`ProcessorMixin.__call__`): flat kwargs or
     `text_kwargs=` / `images_kwargs=` / `common_kwargs=`, each routed to the tokenizer or the image processor.
 
     Args:
-        image_processor: a `CLIPImageProcessor` (or its fast variant).
+        image_processor: a `JinaCLIPImageProcessor`.
         tokenizer: an `XLMRobertaTokenizer`.
     """
 

@@ -158,16 +158,23 @@ def _jina_text(repo: str, texts: list[str]) -> torch.Tensor:
 
 
 def _jina_image(repo: str, images) -> torch.Tensor:
-    """The plain-torch EVA02 forward of `tests/jina_fixtures.py` on pixels from a stock `CLIPImageProcessor`."""
-    from transformers import CLIPImageProcessor
+    """Upstream's torchvision transform (PIL bicubic short-side resize, CenterCrop, CLIP mean/std) on RGB images,
+    then the plain-torch EVA02 forward of `tests/jina_fixtures.py`."""
+    from torchvision import transforms
 
     from tests.jina_fixtures import reference_image_embeddings
 
     config, state = _config(repo), _state_dict(repo)
-    with open(os.path.join(repo, "processor_config.json"), encoding="utf-8") as handle:
-        settings = json.load(handle)["image_processor"]
-    settings = {key: value for key, value in settings.items() if key not in ("auto_map", "image_processor_type")}
-    pixels = CLIPImageProcessor(**settings)(images, return_tensors="pt")["pixel_values"]
+    size = config["vision_config"]["image_size"]
+    transform = transforms.Compose(
+        [
+            transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+        ]
+    )
+    pixels = torch.stack([transform(image.convert("RGB")) for image in images])
     return F.normalize(reference_image_embeddings(state, config, pixels).float(), dim=-1)
 
 

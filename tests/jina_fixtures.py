@@ -2,7 +2,7 @@
 
 Written from the public description of the upstream model, reading the *upstream* checkpoint layout directly:
 jina XLM-RoBERTa (token + type embeddings, LayerNorm, post-LN blocks with fused Wqkv, half-split rotary embeddings
-with base 20000, exact GELU MLP), LoRA adapters applied on the fly (`W + alpha/rank * B[t] @ A[t]`, embeddings
+with the backbone's base, exact GELU MLP), LoRA adapters applied on the fly (`W + alpha/rank * B[t] @ A[t]`, embeddings
 `W + alpha/rank * A[t] @ B[t]`), masked mean pooling; EVA02 ViT (CLS + absolute positions, pre-LN, q/v biases,
 interleaved 2-D rotary on patch tokens, sub-LN, SwiGLU), final LayerNorm, CLS.
 """
@@ -30,14 +30,20 @@ def _layer_norm(x: torch.Tensor, sd: dict, name: str, eps: float) -> torch.Tenso
     return (x - mean) / torch.sqrt(var + eps) * sd[name + ".weight"].double() + sd[name + ".bias"].double()
 
 
-def reference_text_embeddings(sd: dict, config: dict, input_ids: torch.Tensor, pad_id: int = 1) -> torch.Tensor:
-    """Upstream text embedding (float64) for right- or left-padded `input_ids`."""
+def reference_text_embeddings(
+    sd: dict, config: dict, backbone: dict, input_ids: torch.Tensor, pad_id: int = 1
+) -> torch.Tensor:
+    """Upstream text embedding (float64) for right- or left-padded `input_ids`.
+
+    `backbone` is the referenced text config (`hf_model_name_or_path`) as upstream sees it; its
+    `hf_model_config_kwargs` are applied on top here, as upstream does.
+    """
     text_cfg = config["text_config"]
-    kw = text_cfg["hf_model_config_kwargs"]
+    kw = {**backbone, **text_cfg["hf_model_config_kwargs"]}
     task = kw["lora_adaptations"].index(text_cfg["default_lora_task"])
     scale = kw["lora_alpha"] / kw["lora_rank"]
     heads = kw["num_attention_heads"]
-    eps, base = 1e-5, 20000.0
+    eps, base = kw["layer_norm_eps"], kw["rotary_emb_base"]
     mask = input_ids != pad_id
     words = _lora_weight(sd, PREFIX + "embeddings.word_embeddings", task, scale, True)
     types = _lora_weight(sd, PREFIX + "embeddings.token_type_embeddings", task, scale, True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from hub_configs.builder import config_auto_map
 from hub_configs.families import DOORS, FAMILIES, ST_MODULE_CODE_FILES, family_of
 from tests.family_references import REFERENCES
 
@@ -153,11 +154,12 @@ def test_repo_layout_follows_the_registry(name, family_repos):
         shipped = os.path.join(repo, family.rename.get(path, os.path.basename(path)))
         assert filecmp.cmp(os.path.join(REPO_ROOT, path), shipped, shallow=False), path
     if family.auto_map:
-        config = _read_json(repo, "config.json")
-        expected = {key: value for key, value in family.auto_map.items() if key != "AutoProcessor"}
-        assert config["auto_map"] == expected
+        assert _read_json(repo, "config.json")["auto_map"] == config_auto_map(family)
         processor = _read_json(repo, "processor_config.json")
         assert processor["auto_map"] == {"AutoProcessor": family.auto_map["AutoProcessor"]}
+        if "AutoImageProcessor" in family.auto_map:
+            image = processor["image_processor"]["auto_map"]
+            assert image["AutoImageProcessor"] == family.auto_map["AutoImageProcessor"]
     st_files = {"modules.json", "config_sentence_transformers.json", "multimodal_config.json"}
     assert st_files <= set(os.listdir(repo)) if family.st_module else not st_files & set(os.listdir(repo))
     with open(os.path.join(repo, "README.md"), encoding="utf-8") as handle:
