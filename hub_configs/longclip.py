@@ -241,6 +241,7 @@ def longclip_build(
         "patch_size": vision.patch_size,
         "image_size": vision.image_size,
         "dtype": dtype,
+        "keep_positions": config.keep_positions,
         "paper_results": "\n".join(PAPER_RESULTS),
     }
     module_config = {"max_seq_length": max_length, "embedding_dimension": config.projection_dim}

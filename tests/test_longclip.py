@@ -295,3 +295,200 @@ def test_resaved_processor_still_loads_without_remote_code(remote_processor, lon
         shutil.copy(os.path.join(longclip_repo, name), tmp_path / name)
     assert type(AutoProcessor.from_pretrained(tmp_path)) is CLIPProcessor
     assert type(AutoProcessor.from_pretrained(tmp_path, trust_remote_code=True)).__name__ == "LongCLIPProcessor"
+
+
+# ------------------------------------------------------------------------------- fine-tuning keeps rows 0-19 fixed
+
+
+def _tiny_clip():
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "projection_dim": 16,
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "projection_dim": 16,
+        },
+        projection_dim=16,
+    )
+    return CLIPModel(config).eval()
+
+
+@pytest.mark.parametrize("origin", ["from_pretrained", "from_clip", "device_map"])
+def test_plain_torch_loop_with_weight_decay_keeps_kept_rows(origin, longclip_repo):
+    from transformers import AutoModel
+
+    from st_modules.modeling_longclip import LongCLIPModel
+
+    if origin == "from_clip":
+        model = LongCLIPModel.from_clip(_tiny_clip())
+    else:
+        extra = {"device_map": "cpu"} if origin == "device_map" else {}
+        model = AutoModel.from_pretrained(longclip_repo, trust_remote_code=True, **extra)
+    model.train()
+    before = model.text_model.embeddings.position_embedding.weight.detach().clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    ids = torch.randint(0, 49406, (2, 120), generator=torch.Generator().manual_seed(0))
+    ids[:, -1] = 49407
+    for _ in range(3):
+        model.get_text_features(input_ids=ids).pow(2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = model.text_model.embeddings.position_embedding.weight.detach()
+    assert torch.equal(after[:20], before[:20])
+    assert (after[20:120] - before[20:120]).abs().min(dim=-1).values.gt(0).all()
+
+
+def test_trainer_with_adamw_weight_decay_keeps_kept_rows_and_saves_one_table(longclip_repo, tmp_path):
+    from datasets import Dataset
+    from safetensors.torch import load_file
+    from sentence_transformers import SentenceTransformer
+    from transformers import CLIPModel
+
+    from hub_configs.finetune import finetune
+
+    model = SentenceTransformer(longclip_repo, trust_remote_code=True)
+    table = model[0].model.text_model.embeddings.position_embedding
+    before = table.weight.detach().clone()
+    paths = []
+    for index in range(4):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(np.random.RandomState(index).randint(0, 256, (32, 32, 3)).astype(np.uint8)).save(path)
+        paths.append(str(path))
+    captions = [" ".join([f"picture {index} shows"] + ["a long caption"] * 40) for index in range(4)]
+    finetune(
+        model,
+        Dataset.from_dict({"caption": captions, "image": paths}),
+        max_steps=4,
+        batch_size=4,
+        learning_rate=1e-2,
+        weight_decay=0.01,
+        show_progress_bar=False,
+    )
+    after = table.weight.detach()
+    assert torch.equal(after[:20], before[:20])
+    assert not torch.equal(after[20:], before[20:])
+    model.save(str(tmp_path / "tuned"))
+    saved = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    assert [key for key in saved if "text_model.embeddings.position_embedding" in key] == [
+        "text_model.embeddings.position_embedding.weight"
+    ]
+    assert torch.equal(saved["text_model.embeddings.position_embedding.weight"], after)
+    stock = CLIPModel.from_pretrained(str(tmp_path / "tuned"))
+    assert torch.equal(stock.text_model.embeddings.position_embedding.weight, after)
+
+
+# ------------------------------------------------------------------------------------- the seed card, verbatim
+
+# The published LongCLIP card's usage (the seed this package replaces), kept word for word except for the repo id
+# and the image path: its Quick Start and its "Advanced Usage: Feature Extraction" section.
+SEED_CARD_QUICK_START = """
+from transformers import AutoModel, AutoProcessor
+from PIL import Image
+import torch
+
+# Load model and processor
+model = AutoModel.from_pretrained(
+    REPO,
+    trust_remote_code=True
+)
+processor = AutoProcessor.from_pretrained(
+    REPO,
+    trust_remote_code=True
+)
+
+# Prepare inputs
+image = Image.open(IMAGE)
+texts = [
+    "A man is crossing the street with a red car parked nearby.",
+    "A man is driving a car in an urban scene."
+]
+
+inputs = processor(
+    text=texts,
+    images=image,
+    return_tensors="pt",
+    max_length=248,
+    padding="max_length"
+)
+
+# Get predictions
+with torch.no_grad():
+    outputs = model(**inputs)
+    logits_per_image = outputs.logits_per_image
+    probs = logits_per_image.softmax(dim=-1)
+
+print("Probabilities:", probs)
+"""
+SEED_CARD_FEATURE_EXTRACTION = """
+# Extract features separately (unnormalized)
+text_inputs = processor(text=texts, return_tensors="pt", max_length=248, padding="max_length")
+image_inputs = processor(images=image, return_tensors="pt")
+
+with torch.no_grad():
+    text_features = model.get_text_features(**text_inputs)
+    image_features = model.get_image_features(**image_inputs)
+
+    # Compute similarity (like original CLIP)
+    logits = image_features @ text_features.T
+    probs = logits.softmax(dim=-1)
+"""
+
+
+def test_seed_card_snippets_run_verbatim(longclip_repo, tmp_path, capsys):
+    from transformers import CLIPModel, CLIPProcessor
+
+    image_path = tmp_path / "your_image.jpg"
+    Image.fromarray(np.random.RandomState(3).randint(0, 256, (48, 64, 3)).astype(np.uint8)).save(image_path)
+    scope = {"REPO": longclip_repo, "IMAGE": str(image_path)}
+    exec(SEED_CARD_QUICK_START + SEED_CARD_FEATURE_EXTRACTION, scope)
+    assert "Probabilities:" in capsys.readouterr().out
+    # The features are tensors with the values of the stock model (transformers 5's own behaviour without remote
+    # code: an output object, features in pooler_output).
+    stock, stock_processor = CLIPModel.from_pretrained(longclip_repo), CLIPProcessor.from_pretrained(longclip_repo)
+    texts = scope["texts"]
+    with torch.no_grad():
+        stock_text = stock.get_text_features(
+            **stock_processor(text=texts, return_tensors="pt", padding="max_length", max_length=248, truncation=True)
+        )
+        stock_image = stock.get_image_features(**stock_processor(images=scope["image"], return_tensors="pt"))
+    assert not isinstance(stock_text, torch.Tensor)
+    torch.testing.assert_close(scope["text_features"].pooler_output, stock_text.pooler_output, atol=1e-6, rtol=0)
+    expected = (stock_image.pooler_output @ stock_text.pooler_output.T).softmax(dim=-1)
+    torch.testing.assert_close(scope["probs"].as_subclass(torch.Tensor), expected, atol=1e-6, rtol=0)
+    assert scope["probs"].shape == (1, 2) and scope["text_features"].last_hidden_state.shape[1] == 248
+
+
+def test_zero_shot_pipeline_cuts_labels_past_248_tokens_once(longclip_repo, remote_model, remote_processor, caplog):
+    from transformers import pipeline
+
+    classifier = pipeline("zero-shot-image-classification", model=longclip_repo, trust_remote_code=True)
+    image = Image.new("RGB", (40, 40), (20, 130, 200))
+    labels = ["a cat", LONG, LONG + " and more"]
+    with caplog.at_level(logging.WARNING):
+        first = classifier(image, candidate_labels=labels)
+        second = classifier(image, candidate_labels=labels)
+    assert first == second
+    warnings = [record.getMessage() for record in caplog.records if "truncated" in record.getMessage()]
+    assert len(warnings) == 1 and "longer than 248 tokens" in warnings[0]
+    inputs = remote_processor(
+        text=[f"This is a photo of {label}." for label in labels], images=image, return_tensors="pt", padding=True
+    )
+    with torch.inference_mode():
+        expected = remote_model(**inputs).logits_per_image.softmax(-1)[0]
+    scores = {item["label"]: item["score"] for item in first}
+    for label, score in zip(labels, expected):
+        assert scores[label] == pytest.approx(score.item(), abs=1e-5)
