@@ -1,4 +1,4 @@
-"""`mmhub train clipclap`: train the audio-to-CLIP projection of CLIPCLAP as the seed did.
+"""Train the audio-to-CLIP projection of CLIPCLAP as the seed did (`mmhub train clipclap`).
 
 Frozen CLAP audio embeddings and frozen CLIP caption embeddings (both L2-normalised) are computed once; an
 identity-initialised `Linear(512, 512, bias=False)` is trained with a symmetric InfoNCE loss at a fixed temperature

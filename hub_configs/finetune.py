@@ -1,4 +1,4 @@
-"""`mmhub train` for sentence-transformers families: contrastive fine-tuning on (caption, image or audio) pairs.
+"""Contrastive fine-tuning with sentence-transformers' trainer on (caption, image or audio) pairs (`mmhub train`).
 
 The training path is sentence-transformers' own: `SentenceTransformerTrainer` with
 `MultipleNegativesRankingLoss` (in-batch negatives, caption -> media and media -> caption) on a `datasets.Dataset`

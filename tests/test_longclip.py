@@ -194,10 +194,8 @@ def test_stretching_follows_the_paper():
     torch.testing.assert_close(new, expected)
 
 
-def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
+def _tiny_clip():
     from transformers import CLIPConfig, CLIPModel
-
-    from st_modules.modeling_longclip import LongCLIPModel
 
     torch.manual_seed(0)
     config = CLIPConfig(
@@ -214,13 +212,19 @@ def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
             "intermediate_size": 64,
             "num_hidden_layers": 1,
             "num_attention_heads": 2,
-            "image_size": 16,
+            "image_size": 32,
             "patch_size": 8,
             "projection_dim": 16,
         },
         projection_dim=16,
     )
-    clip = CLIPModel(config).eval()
+    return CLIPModel(config).eval()
+
+
+def test_from_clip_keeps_short_prompts_and_freezes_first_rows():
+    from st_modules.modeling_longclip import LongCLIPModel
+
+    clip = _tiny_clip()
     long = LongCLIPModel.from_clip(clip).eval()
     assert long.config.text_config.max_position_embeddings == 248
     # Up to `keep` tokens the stretched model reads exactly the rows CLIP had.
@@ -298,33 +302,6 @@ def test_resaved_processor_still_loads_without_remote_code(remote_processor, lon
 
 
 # ------------------------------------------------------------------------------- fine-tuning keeps rows 0-19 fixed
-
-
-def _tiny_clip():
-    from transformers import CLIPConfig, CLIPModel
-
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "projection_dim": 16,
-            "eos_token_id": 49407,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-            "projection_dim": 16,
-        },
-        projection_dim=16,
-    )
-    return CLIPModel(config).eval()
 
 
 @pytest.mark.parametrize("origin", ["from_pretrained", "from_clip", "device_map"])
