@@ -124,7 +124,70 @@ UPSTREAM_TEXT_KEYS = {
     "proj_bias",
     "proj_type",
 }
+# What transformers 4's PretrainedConfig writes into each nested config when upstream's own `save_pretrained` saves
+# a checkpoint (`JinaCLIPConfig.to_dict` spells the sub-configs out in full, unlike the hand-written published
+# config.json): generation defaults, label maps, output switches and bookkeeping. Upstream's towers read none of them
+# (token ids come from the text backbone config), so they are accepted whatever their values.
+PRETRAINED_CONFIG_KEYS = {
+    "_attn_implementation_autoset",
+    "_name_or_path",
+    "add_cross_attention",
+    "architectures",
+    "bad_words_ids",
+    "begin_suppress_tokens",
+    "bos_token_id",
+    "chunk_size_feed_forward",
+    "cross_attention_hidden_size",
+    "decoder_start_token_id",
+    "diversity_penalty",
+    "do_sample",
+    "early_stopping",
+    "encoder_no_repeat_ngram_size",
+    "eos_token_id",
+    "exponential_decay_length_penalty",
+    "finetuning_task",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "id2label",
+    "is_decoder",
+    "is_encoder_decoder",
+    "label2id",
+    "length_penalty",
+    "max_length",
+    "min_length",
+    "no_repeat_ngram_size",
+    "num_beam_groups",
+    "num_beams",
+    "num_return_sequences",
+    "output_attentions",
+    "output_hidden_states",
+    "output_scores",
+    "pad_token_id",
+    "prefix",
+    "problem_type",
+    "pruned_heads",
+    "remove_invalid_values",
+    "repetition_penalty",
+    "return_dict",
+    "return_dict_in_generate",
+    "sep_token_id",
+    "suppress_tokens",
+    "task_specific_params",
+    "temperature",
+    "tf_legacy_loss",
+    "tie_encoder_decoder",
+    "tie_word_embeddings",
+    "tokenizer_class",
+    "top_k",
+    "top_p",
+    "torch_dtype",
+    "torchscript",
+    "transformers_version",
+    "typical_p",
+    "use_bfloat16",
+}
 UPSTREAM_TOP_INERT = {
+    "_commit_hash",  # written by upstream's save_pretrained
     "architectures",
     "auto_map",
     "initializer_factor",
@@ -373,7 +436,7 @@ def upstream_to_config_kwargs(
     if upstream.get("add_projections"):
         raise ValueError("Upstream checkpoints with add_projections=True are not supported (jina-clip-v2 has none)")
     text_cfg = dict(upstream.get("text_config") or {})
-    _refuse_unknown("text_config", text_cfg, UPSTREAM_TEXT_KEYS)
+    _refuse_unknown("text_config", text_cfg, UPSTREAM_TEXT_KEYS | PRETRAINED_CONFIG_KEYS)
     if text_cfg.get("pooler_type") not in (None, "mean_pooler"):
         raise ValueError(f"Upstream text pooler_type {text_cfg.get('pooler_type')!r} is not supported (mean only)")
 
@@ -424,7 +487,9 @@ def upstream_to_config_kwargs(
 
     vision_cfg = dict(upstream.get("vision_config") or {})
     _refuse_unknown(
-        "vision_config", vision_cfg, set(UPSTREAM_VISION_DEFAULTS) | UPSTREAM_VISION_INERT | {"model_type"}
+        "vision_config",
+        vision_cfg,
+        set(UPSTREAM_VISION_DEFAULTS) | UPSTREAM_VISION_INERT | PRETRAINED_CONFIG_KEYS | {"model_type"},
     )
     vision_config = {
         **UPSTREAM_VISION_DEFAULTS,
