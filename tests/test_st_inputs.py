@@ -136,7 +136,10 @@ def _text_reference(model, text: str) -> torch.Tensor:
 
 def _audio_reference(model, waveform_48k: np.ndarray) -> torch.Tensor:
     module = model[0]
-    np.random.seed(0)  # the module pins the extractor's random crop of clips past its 10 s window to seed 0
+    window = 10 * RATE  # the module keeps the middle 10 s window of longer clips (the stock extractor would draw one)
+    if len(waveform_48k) > window:
+        start = (len(waveform_48k) - window) // 2
+        waveform_48k = waveform_48k[start : start + window]
     features = module.processor.feature_extractor(
         [waveform_48k], sampling_rate=RATE, return_tensors="pt", truncation="rand_trunc", padding="repeatpad"
     )
@@ -320,13 +323,13 @@ def test_bad_input_names_the_item(case, image_model, audio_model, tmp_path, http
 
 
 def test_url_size_cap(tmp_path, http_root):
-    from st_modules.media_inputs import FetchSettings, fetch_url
+    from st_modules.media_inputs import LoadSettings, fetch_url
 
     root, base_url = http_root
     (root / "big.png").write_bytes(b"x" * 5000)
     with pytest.raises(ValueError, match="limit"):
-        fetch_url(f"{base_url}/big.png", FetchSettings(timeout=5, max_bytes=1000), 0)
-    assert len(fetch_url(f"{base_url}/big.png", FetchSettings(timeout=5, max_bytes=10000), 0)) == 5000
+        fetch_url(f"{base_url}/big.png", LoadSettings(url_timeout=5, url_max_bytes=1000), 0)
+    assert len(fetch_url(f"{base_url}/big.png", LoadSettings(url_timeout=5, url_max_bytes=10000), 0)) == 5000
 
 
 # -------------------------------------------------------------------------------------------- prompts and dims
