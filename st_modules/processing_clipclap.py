@@ -18,7 +18,7 @@ import numpy as np
 from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs
 
-from .media_inputs import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE, load_audio, resample
+from .media_inputs import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE, check_sampling_rate, load_audio, resample
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ def _prepare_clips(
         )
 
     if sampling_rate is None or _is_scalar(sampling_rate):
+        rates = [sampling_rate] * len(clips)
+    elif not isinstance(sampling_rate, (list, tuple)):
+        check_sampling_rate(sampling_rate, None, "sampling_rate")  # raises: a bool, a float, a string
         rates = [sampling_rate] * len(clips)
     else:
         rates = list(sampling_rate)
