@@ -446,9 +446,12 @@ def _check_stated(modality: str, value: Any, index: int | None) -> None:
     raise TypeError(f"{label} needs {expected}, got {type(value).__name__}")
 
 
-def check_sampling_rate(rate: Any, index: int | None, item: Any = None) -> int:
-    """An int number of Hz in [MIN_SAMPLING_RATE, MAX_SAMPLING_RATE] (`TypeError` for other types, bools included)."""
-    name = item_name(index, item) if item is not None else input_label(index)
+def check_sampling_rate(rate: Any, index: int | None, item: Any = None, *, label: str | None = None) -> int:
+    """An int number of Hz in [MIN_SAMPLING_RATE, MAX_SAMPLING_RATE] (`TypeError` for other types, bools included).
+
+    Errors start with `label`, else with the item's name.
+    """
+    name = label or (item_name(index, item) if item is not None else input_label(index))
     if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, np.integer)):
         raise TypeError(f"{name}: 'sampling_rate' must be an int number of Hz, got {type(rate).__name__} {rate!r}")
     if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:

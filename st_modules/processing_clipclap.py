@@ -98,7 +98,7 @@ def _prepare_clips(
     if sampling_rate is None or _is_scalar(sampling_rate):
         rates = [sampling_rate] * len(clips)
     elif not isinstance(sampling_rate, (list, tuple)):
-        check_sampling_rate(sampling_rate, None, "sampling_rate")  # raises: a bool, a float, a string
+        check_sampling_rate(sampling_rate, None, label="audio")  # raises: a bool, a float, a string
         rates = [sampling_rate] * len(clips)
     else:
         rates = list(sampling_rate)
