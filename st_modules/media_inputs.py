@@ -1111,7 +1111,8 @@ def load_all(loader, items: list[tuple[int | None, Any]], workers: int) -> list:
 
     Loading runs after every item of the batch has been classified, so it never raises `TypeError` or
     `AttributeError` (sentence-transformers would take those for a signature mismatch and preprocess the batch a
-    second time): an unexpected failure becomes a `ValueError` naming the item.
+    second time): an unexpected failure becomes a `ValueError` naming the item. The first failure in item order
+    is raised; loads not started by then are cancelled.
     """
 
     def guarded(pair: tuple[int | None, Any]):

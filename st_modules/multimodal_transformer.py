@@ -8,6 +8,7 @@ forward per modality and writes the embeddings back in input order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -441,13 +442,8 @@ class MultimodalTransformer(InputModule):
             "text_kwargs": self.text_kwargs,
             "image_kwargs": self.image_kwargs,
             "audio_kwargs": self.audio_kwargs,
-            "url_timeout": self._settings.url_timeout,
-            "url_max_bytes": self._settings.url_max_bytes,
             "loader_threads": self.loader_threads,
-            "max_image_pixels": self._settings.max_image_pixels,
-            "max_decode_pixels": self._settings.max_decode_pixels,
-            "reduced_decoding": self._settings.reduced_decoding,
-            "max_audio_seconds": self._settings.max_audio_seconds,
+            **dataclasses.asdict(self._settings),  # url_timeout, url_max_bytes, max_image_pixels, ...
         }
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
