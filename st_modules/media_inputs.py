@@ -323,16 +323,17 @@ def check_file(path: str, index: int | None, modality: str = "media") -> None:
             raise FileNotFoundError(
                 f"{name} is a symbolic link to {os.readlink(expanded)!r}, which does not exist"
             ) from None
+        kind = f"an {modality} file" if modality in ("image", "audio") else "a file"
         raise FileNotFoundError(
-            f"{name} looks like the path of an {modality} file, but it does not exist. Pass an existing file, or "
-            "wrap it as {'text': ...} to embed the string as text."
+            f"{name} looks like the path of {kind}, but it does not exist. Pass an existing file, or wrap it as "
+            "{'text': ...} to embed the string as text."
         ) from None
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise InputError(f"{name} is a loop of symbolic links") from None
         raise InputError(f"{name} cannot be read: {error.strerror}") from None
     if stat.S_ISDIR(mode):
-        raise InputError(f"{name} is a folder, not an {modality} file")
+        raise InputError(f"{name} is a folder, not a file")
     if not stat.S_ISREG(mode):
         raise InputError(f"{name} is not a regular file (a device, pipe or socket), so it is not read")
 
