@@ -153,6 +153,10 @@ class PixelBudget:
         self._free = capacity
         self._condition = threading.Condition()
 
+    def __reduce__(self):
+        # A copy sent to another process (sentence-transformers' multi-process pool) bounds that process alone.
+        return type(self), (self.capacity,)
+
     @contextlib.contextmanager
     def hold(self, pixels: int):
         # An image larger than the whole budget (allowed by a larger max_image_pixels) waits for all of it.

@@ -15,6 +15,7 @@ import http.server
 import io
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -289,6 +290,9 @@ def test_pixel_budget_bounds_pixels_in_flight():
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(work, [40, 60, 30, 250, 10, 90, 50, 20] * 3))
     assert 60 <= peak[0] <= 100
+    # Picklable (multi-process pools send the module to workers): a copy is a fresh budget of the same size.
+    copy = pickle.loads(pickle.dumps(budget))
+    assert copy.capacity == 100 and copy is not budget
 
 
 def test_large_images_processed_at_once_equal_the_batched_processor(repos):
