@@ -1171,7 +1171,9 @@ def build_longclip_224(out: str) -> str:
     return write_longclip_repo(config, hf_state_dict, out, model_name="LongCLIP-tiny-224", random_weights=True)
 
 
-def build_stock_clap(out: str, truncation: str = "rand_trunc") -> str:
+def build_stock_clap(
+    out: str, truncation: str = "rand_trunc", module_config: dict | None = None, prompts: dict | None = None
+) -> str:
     """A tiny stock CLAP (text + audio) wrapped by the module: the stock extractor's window rules."""
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
@@ -1210,8 +1212,13 @@ def build_stock_clap(out: str, truncation: str = "rand_trunc") -> str:
     copy_code_files(MODULE_CODE_FILES, out)
     write_sentence_transformers_files(
         out,
-        module_config={"modalities": ["text", "audio"], "normalize": True, "max_seq_length": 77},
-        prompts={},
+        module_config={
+            "modalities": ["text", "audio"],
+            "normalize": True,
+            "max_seq_length": 77,
+            **(module_config or {}),
+        },
+        prompts=prompts or {},
         default_prompt_name=None,
     )
     return out
