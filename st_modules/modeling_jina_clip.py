@@ -21,7 +21,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_jina_clip import JinaCLIPConfig
 from .jina_eva_vision import EvaRotaryEmbedding2D, EvaVisionTransformer
-from .media_inputs import load_all, load_image
+from .media_inputs import DEFAULT_SETTINGS, LoadSettings, classify, load_all, load_image, process_images
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         return instructions[task]
 
     def _run_batches(self, items: list, batch_size: int, sort_key, encode_batch, show_progress_bar: bool | None):
+        """Call `encode_batch` on `(position, item)` pairs, positions counted in the whole call; keep input order."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         # Longest first so padding is shared by similar lengths; results are put back in input order.
@@ -253,7 +254,7 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
                 starts = tqdm(starts, desc="Encoding")
             except ImportError:
                 pass
-        chunks = [encode_batch([items[i] for i in order[start : start + batch_size]]) for start in starts]
+        chunks = [encode_batch([(int(i), items[i]) for i in order[start : start + batch_size]]) for start in starts]
         stacked = torch.cat(chunks) if chunks else torch.empty(0, self.config.projection_dim)
         return stacked[torch.as_tensor(np.argsort(order, kind="stable"), device=stacked.device)]
 
@@ -301,8 +302,12 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         """
         single = isinstance(sentences, str)
         texts = [sentences] if single else sentences
-        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        if not isinstance(texts, (list, tuple)):
             raise TypeError(f"sentences must be a string or a list of strings, got {type(sentences).__name__}")
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"sentences[{position}] must be a string, got {type(text).__name__}")
+            classify({"text": text}, position, ("text",))  # valid Unicode, named by its position
         truncate_dim = _check_truncate_dim(
             truncate_dim if truncate_dim is not None else self.config.truncate_dim, self.config.projection_dim
         )
@@ -317,8 +322,8 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         was_training = self.training
         self.eval()
 
-        def encode_batch(batch: list[str]) -> torch.Tensor:
-            tokens = tokenizer(batch, return_tensors="pt", **tokenizer_kwargs).to(self.device)
+        def encode_batch(batch: list[tuple[int, str]]) -> torch.Tensor:
+            tokens = tokenizer([text for _, text in batch], return_tensors="pt", **tokenizer_kwargs).to(self.device)
             features = self.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
             ).pooler_output
@@ -328,18 +333,36 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         self.train(was_training)
         return self._convert(embeddings, single, convert_to_numpy, convert_to_tensor)
 
+    # Limits for media inputs of `encode_image` (pixel limits, URL timeout and size, reduced decoding); replace on
+    # an instance to change them.
+    load_settings: LoadSettings = DEFAULT_SETTINGS
+
     @staticmethod
-    def load_images(images: list) -> list:
-        """Open URLs, `data:image/...` URIs, local paths, PIL images and arrays as RGB PIL images (threaded)."""
-        for index, image in enumerate(images):
+    def _classify_images(images: list, positions: list[int] | None = None) -> list[tuple[int, Any]]:
+        """Check every image before any is read; errors name `images[position]` in the caller's whole call."""
+        pairs = []
+        for position, image in zip(positions or range(len(images)), images):
             if not isinstance(image, (str, np.ndarray, torch.Tensor)) and not (
                 Image is not None and isinstance(image, Image.Image)
             ):
                 raise TypeError(
-                    f"images[{index}] must be a URL, a data:image/ URI, a file path, a PIL image or an array, "
+                    f"images[{position}] must be a URL, a data:image/ URI, a file path, a PIL image or an array, "
                     f"got {type(image).__name__}"
                 )
-        return load_all(load_image, list(enumerate(images)), workers=8)
+            pairs.append((position, classify(image, position, ("image",))[1]))
+        return pairs
+
+    @classmethod
+    def load_images(cls, images: list, positions: list[int] | None = None) -> list:
+        """Open URLs, `data:image/...` URIs, local paths, PIL images and arrays as RGB PIL images (threaded).
+
+        Args:
+            images: The images.
+            positions: Their positions in the caller's call, for error messages (default 0, 1, ...).
+        """
+        settings = cls.load_settings
+        pairs = cls._classify_images(images, positions)
+        return load_all(lambda item, index: load_image(item, index, settings), pairs, workers=8)
 
     @torch.inference_mode()
     def encode_image(
@@ -367,6 +390,8 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         items = [images] if single else images
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"images must be an image or a list of images, got {type(images).__name__}")
+        # Every image is checked before any is fetched or decoded (a bad one fails fast, with its position).
+        self._classify_images(list(items))
         truncate_dim = _check_truncate_dim(
             truncate_dim if truncate_dim is not None else self.config.truncate_dim, self.config.projection_dim
         )
@@ -376,8 +401,8 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         was_training = self.training
         self.eval()
 
-        def encode_batch(batch: list) -> torch.Tensor:
-            pixels = image_processor(self.load_images(batch), return_tensors="pt")["pixel_values"]
+        def encode_batch(batch: list[tuple[int, Any]]) -> torch.Tensor:
+            pixels = process_images(batch, image_processor, settings=self.load_settings)["pixel_values"]
             features = self.get_image_features(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
             return _finish(features, truncate_dim, normalize_embeddings)
 

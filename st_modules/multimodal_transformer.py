@@ -8,7 +8,7 @@ forward per modality and writes the embeddings back in input order.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,12 +16,24 @@ import shutil
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from sentence_transformers.base.modules.input_module import InputModule
 from transformers import AutoModel, AutoProcessor
 
-from .media_inputs import FetchSettings, classify, describe, load_all, load_audio, load_image
+from .media_inputs import (
+    DEFAULT_MAX_AUDIO_SECONDS,
+    DEFAULT_MAX_DECODE_PIXELS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_URL_MAX_BYTES,
+    DEFAULT_URL_TIMEOUT,
+    LoadSettings,
+    PixelBudget,
+    classify,
+    describe,
+    load_all,
+    load_audio,
+    process_images,
+)
 from .token_truncation import pad_to_tensors, truncate_keeping_end_token, warn_truncated
 
 logger = logging.getLogger(__name__)
@@ -78,17 +90,26 @@ def check_truncate_dim(truncate_dim: Any, full_dim: int, valid_dims: list[int] |
         raise ValueError(f"truncate_dim must be {description}, got {truncate_dim}")
 
 
-AUDIO_CROP_SEED = 0
+def _fixed_window(feature_extractor, options: dict[str, Any]) -> int | None:
+    """Samples of the one window a CLAP-style extractor keeps of a long clip, or None to keep the whole clip.
 
-
-@contextlib.contextmanager
-def _fixed_numpy_seed(seed: int):
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+    The stock CLAP extractor picks that window at random with numpy's global RNG; cutting the middle window here
+    (before resampling, see `media_inputs.load_audio`) gives it nothing to draw, so embeddings are deterministic
+    and the caller's RNG state is never touched. With `truncation="fusion"` the stock extractor would draw three
+    windows and view the whole clip: through this module it sees the middle window only. CLIPCLAP's extractor
+    (`chunk_selection="center"`) fuses deterministically, so it keeps the whole clip (up to `max_audio_seconds`);
+    with `chunk_selection="random"` the caller asked for random windows (training) and gets them.
+    """
+    max_length = options.get("max_length") or getattr(feature_extractor, "nb_max_samples", None)
+    truncation = options.get("truncation")
+    if not isinstance(truncation, str):
+        truncation = getattr(feature_extractor, "truncation", None)
+    if not isinstance(max_length, int) or truncation not in ("rand_trunc", "fusion"):
+        return None
+    selection = getattr(feature_extractor, "chunk_selection", None)
+    if selection == "random" or (selection == "center" and truncation == "fusion"):
+        return None
+    return max_length
 
 
 class MultimodalTransformer(InputModule):
@@ -104,9 +125,16 @@ class MultimodalTransformer(InputModule):
         text_kwargs: Extra tokenizer arguments.
         image_kwargs: Extra image-processor arguments.
         audio_kwargs: Extra feature-extractor arguments.
-        url_timeout: Seconds to wait for an http(s) input.
-        url_max_bytes: Largest http(s) download accepted.
+        url_timeout: Total seconds one http(s) input may take to fetch (redirects included).
+        url_max_bytes: Largest http(s) download or decoded data URI accepted.
         loader_threads: Threads for reading and decoding media files and URLs.
+        max_image_pixels: Most pixels one image may decode to (checked from the file header), and most pixels the
+            image processor's resize may make of it.
+        max_decode_pixels: Most pixels being decoded at once by all loader threads of this module together.
+        reduced_decoding: Decode JPEGs at the smallest DCT scale that still covers the processor's resize target
+            (faster; embeddings change slightly, see the README). Oversized JPEGs are decoded reduced regardless.
+        max_audio_seconds: Clips longer than this keep their middle part (cut before resampling); clips longer
+            than a CLAP extractor's fixed window keep their middle window.
         model_kwargs: Passed to `AutoModel.from_pretrained` (for example `{"torch_dtype": torch.float16}`).
         processor_kwargs: Passed to `AutoProcessor.from_pretrained`.
         config_kwargs: Passed to the model config.
@@ -127,6 +155,10 @@ class MultimodalTransformer(InputModule):
         "url_timeout",
         "url_max_bytes",
         "loader_threads",
+        "max_image_pixels",
+        "max_decode_pixels",
+        "reduced_decoding",
+        "max_audio_seconds",
     ]
     save_in_root = True
 
@@ -142,9 +174,13 @@ class MultimodalTransformer(InputModule):
         text_kwargs: dict[str, Any] | None = None,
         image_kwargs: dict[str, Any] | None = None,
         audio_kwargs: dict[str, Any] | None = None,
-        url_timeout: float = 10.0,
-        url_max_bytes: int = 50 * 1024 * 1024,
+        url_timeout: float = DEFAULT_URL_TIMEOUT,
+        url_max_bytes: int = DEFAULT_URL_MAX_BYTES,
         loader_threads: int = 8,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_decode_pixels: int = DEFAULT_MAX_DECODE_PIXELS,
+        reduced_decoding: bool = False,
+        max_audio_seconds: float = DEFAULT_MAX_AUDIO_SECONDS,
         model_kwargs: dict[str, Any] | None = None,
         processor_kwargs: dict[str, Any] | None = None,
         config_kwargs: dict[str, Any] | None = None,
@@ -167,10 +203,17 @@ class MultimodalTransformer(InputModule):
         self.text_kwargs = dict(text_kwargs or {})
         self.image_kwargs = dict(image_kwargs or {})
         self.audio_kwargs = dict(audio_kwargs or {})
-        self.url_timeout = url_timeout
-        self.url_max_bytes = url_max_bytes
         self.loader_threads = loader_threads
-        self._fetch = FetchSettings(timeout=url_timeout, max_bytes=url_max_bytes)
+        self._settings = LoadSettings(
+            url_timeout=url_timeout,
+            url_max_bytes=url_max_bytes,
+            max_image_pixels=max_image_pixels,
+            max_decode_pixels=max_decode_pixels,
+            reduced_decoding=reduced_decoding,
+            max_audio_seconds=max_audio_seconds,
+        )
+        # Shared by every call and loader thread of this module, so concurrent encodes stay within it too.
+        self._pixel_budget = PixelBudget(max_decode_pixels)
         self._warned: set[str] = set()
 
         hub_kwargs = {"cache_dir": cache_dir, "revision": revision, "local_files_only": local_files_only}
@@ -264,8 +307,8 @@ class MultimodalTransformer(InputModule):
         for position, item in enumerate(inputs):
             if isinstance(item, (tuple, list)):
                 raise TypeError(
-                    f"Input {describe(item)} is a {type(item).__name__}; pairs and nested lists are not embeddable "
-                    "here, pass each item separately"
+                    f"Input {describe(item)} is a {type(item).__name__} of {len(item)} items; pairs and nested "
+                    "lists are not embeddable here, pass each item separately"
                 )
             # Positions in this batch are not the user's (`encode` sorts by length), so errors name the item by
             # its content instead (index None).
@@ -274,7 +317,14 @@ class MultimodalTransformer(InputModule):
 
         features: dict[str, Any] = {}
         for modality, items in grouped.items():
-            processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
+            try:
+                processed = getattr(self, f"_process_{modality}")(items, prompt, overrides.get(modality) or {})
+            except (TypeError, AttributeError) as error:
+                # After classification nothing may raise these: sentence-transformers would take them for a
+                # signature mismatch and preprocess (and fetch) the whole batch again.
+                raise ValueError(
+                    f"Preprocessing the {modality} inputs failed: {type(error).__name__}: {error}"
+                ) from error
             for key, value in processed.items():
                 if key in features:
                     raise ValueError(
@@ -307,8 +357,6 @@ class MultimodalTransformer(InputModule):
         image_processor = getattr(self.processor, "image_processor", None)
         if image_processor is None:
             raise ValueError(f"{type(self.processor).__name__} has no image_processor")
-        unnamed = [(None, item) for _, item in items]
-        images = load_all(lambda item, index: load_image(item, index, self._fetch), unnamed, self.loader_threads)
         options = {**self.image_kwargs, **overrides}
         device = self.model.device
         valid = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
@@ -316,7 +364,14 @@ class MultimodalTransformer(InputModule):
             # Torchvision-backed processors can resize and normalise on the model's accelerator, leaving the CPU
             # only the decoding (measured on an H100: image encode throughput 0.11 -> 0.56 of the raw forward).
             options["device"] = device
-        processed = image_processor(images, return_tensors="pt", **options)
+        processed = process_images(
+            [(None, item) for _, item in items],
+            image_processor,
+            settings=self._settings,
+            budget=self._pixel_budget,
+            workers=self.loader_threads,
+            options=options,
+        )
         return {name: processed[name] for name in self._input_names("image") if name in processed}
 
     def _process_audio(self, items, prompt, overrides) -> dict[str, Any]:
@@ -324,17 +379,21 @@ class MultimodalTransformer(InputModule):
         if feature_extractor is None:
             raise ValueError(f"{type(self.processor).__name__} has no feature_extractor")
         rate = feature_extractor.sampling_rate
-        unnamed = [(None, item) for _, item in items]
-        waveforms = load_all(
-            lambda item, index: load_audio(item, index, rate, self._fetch), unnamed, self.loader_threads
-        )
         options = {**self.audio_kwargs, **overrides}
-        # Feature extractors such as CLAP's crop clips longer than their window at random (numpy's global RNG).
-        # Each clip is processed under the same fixed seed so an embedding never depends on the call or the batch.
+        window = _fixed_window(feature_extractor, options)
+        clips = load_all(
+            lambda item, index: load_audio(item, index, rate, self._settings, window=window),
+            [(None, item) for _, item in items],
+            self.loader_threads,
+        )
+        # One clip per call: a stock CLAP extractor given several short clips with "fusion" marks one of them as
+        # long at random (numpy's global RNG); alone, the draw has one outcome and leaves the RNG state untouched.
         per_clip = []
-        for waveform in waveforms:
-            with _fixed_numpy_seed(AUDIO_CROP_SEED):
-                per_clip.append(feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options))
+        for waveform, cropped in clips:
+            features = feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options)
+            if cropped and "is_longer" in features:
+                features["is_longer"] = torch.ones_like(features["is_longer"])  # it was longer than the window
+            per_clip.append(features)
         names = [name for name in self._input_names("audio") if name in per_clip[0]]
         return {name: torch.cat([features[name] for features in per_clip]) for name in names}
 
@@ -383,9 +442,8 @@ class MultimodalTransformer(InputModule):
             "text_kwargs": self.text_kwargs,
             "image_kwargs": self.image_kwargs,
             "audio_kwargs": self.audio_kwargs,
-            "url_timeout": self.url_timeout,
-            "url_max_bytes": self.url_max_bytes,
             "loader_threads": self.loader_threads,
+            **dataclasses.asdict(self._settings),  # url_timeout, url_max_bytes, max_image_pixels, ...
         }
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
 from transformers.processing_utils import ProcessingKwargs
 
-from .media_inputs import load_audio, resample
+from .media_inputs import MAX_SAMPLING_RATE, MIN_SAMPLING_RATE, check_sampling_rate, load_audio, resample
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +40,14 @@ def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_samplin
     for name, rate in (("orig_sampling_rate", orig_sampling_rate), ("target_sampling_rate", target_sampling_rate)):
         if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
             raise ValueError(f"{name} must be a positive int number of Hz, got {rate!r}")
+        if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+            raise ValueError(f"{name} {rate} Hz is outside [{MIN_SAMPLING_RATE}, {MAX_SAMPLING_RATE}] Hz")
     return resample(np.asarray(waveform, dtype=np.float32), int(orig_sampling_rate), int(target_sampling_rate))
 
 
 def load_audio_file(path: str | os.PathLike, target_sampling_rate: int) -> tuple[np.ndarray, int]:
     """Decode an audio file, http(s) URL or data URI to a mono float32 waveform at `target_sampling_rate`."""
-    return load_audio(os.fspath(path), 0, target_sampling_rate), target_sampling_rate
+    return load_audio(os.fspath(path), None, target_sampling_rate)[0], target_sampling_rate
 
 
 def _is_scalar(value: Any) -> bool:
@@ -53,7 +55,7 @@ def _is_scalar(value: Any) -> bool:
 
 
 def prepare_waveforms(
-    audio: Any, sampling_rate: int | Sequence[int] | None, target_sampling_rate: int
+    audio: Any, sampling_rate: int | Sequence[int] | None, target_sampling_rate: int, window: int | None = None
 ) -> list[np.ndarray]:
     """Normalise any supported audio input to a list of mono float32 waveforms at `target_sampling_rate`.
 
@@ -64,7 +66,16 @@ def prepare_waveforms(
         sampling_rate: Rate of the array/tensor clips: one int for all, or one per clip. Paths and dicts carry
             their own. None means the clips are already at `target_sampling_rate`.
         target_sampling_rate: Rate the feature extractor works at.
+        window: Keep only the middle `window` samples (at `target_sampling_rate`) of longer clips, cut before
+            resampling; clips longer than `media_inputs.DEFAULT_MAX_AUDIO_SECONDS` are cut to that in any case.
     """
+    return [waveform for waveform, _ in _prepare_clips(audio, sampling_rate, target_sampling_rate, window)]
+
+
+def _prepare_clips(
+    audio: Any, sampling_rate: int | Sequence[int] | None, target_sampling_rate: int, window: int | None
+) -> list[tuple[np.ndarray, bool]]:
+    """`prepare_waveforms`, with whether each clip was cut."""
     if audio is None:
         raise ValueError("audio is None: expected a path, an array, a tensor or a list of them")
     if isinstance(audio, (str, os.PathLike, dict)):
@@ -87,6 +98,9 @@ def prepare_waveforms(
 
     if sampling_rate is None or _is_scalar(sampling_rate):
         rates = [sampling_rate] * len(clips)
+    elif not isinstance(sampling_rate, (list, tuple)):
+        check_sampling_rate(sampling_rate, None, label="audio")  # raises: a bool, a float, a string
+        rates = [sampling_rate] * len(clips)
     else:
         rates = list(sampling_rate)
         if len(rates) != len(clips):
@@ -99,7 +113,7 @@ def prepare_waveforms(
                 raise ValueError(f"audio clip {index} is a dict without 'array' or 'path' keys: {sorted(clip)}")
             clip = clip["path"]
         if isinstance(clip, (str, os.PathLike)):
-            waveforms.append(load_audio(os.fspath(clip), index, target_sampling_rate))
+            waveforms.append(load_audio(os.fspath(clip), index, target_sampling_rate, window=window))
             continue
         if isinstance(clip, dict):
             rate, clip = clip.get("sampling_rate", rate), clip["array"]
@@ -110,7 +124,9 @@ def prepare_waveforms(
                 target_sampling_rate,
             )
             rate = target_sampling_rate
-        waveforms.append(load_audio({"array": clip, "sampling_rate": rate}, index, target_sampling_rate))
+        waveforms.append(
+            load_audio({"array": clip, "sampling_rate": rate}, index, target_sampling_rate, window=window)
+        )
     return waveforms
 
 
@@ -188,12 +204,16 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
             padding = self.padding
         if padding not in ("repeatpad", "repeat", "pad"):
             raise ValueError(f"padding must be 'repeatpad', 'repeat' or 'pad', got {padding!r}")
-        waveforms = prepare_waveforms(raw_speech, sampling_rate, self.sampling_rate)
         max_length = max_length or self.nb_max_samples
+        # With one centre window there is nothing to gain from the rest of a long clip: it is cut before resampling
+        # (memory follows the window). Fusion views the whole clip (up to DEFAULT_MAX_AUDIO_SECONDS).
+        window = max_length if truncation == "rand_trunc" and self.chunk_selection == "center" else None
+        clips = _prepare_clips(raw_speech, sampling_rate, self.sampling_rate, window)
         # The STFT is per clip (clips differ in length before cropping); the model forward is batched.
         mels, longer = zip(
-            *(self._get_input_mel(w.astype(np.float64), max_length, truncation, padding) for w in waveforms)
+            *(self._get_input_mel(w.astype(np.float64), max_length, truncation, padding) for w, _ in clips)
         )
+        longer = [flag or cropped for flag, (_, cropped) in zip(longer, clips)]
         features = {
             "input_features": np.stack(mels).astype(np.float32),
             "is_longer": [[bool(flag)] for flag in longer],

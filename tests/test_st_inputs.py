@@ -19,9 +19,6 @@ import soxr
 import torch
 from PIL import Image
 
-from hub_configs.builder import copy_code_files, write_sentence_transformers_files
-from hub_configs.families import ST_MODULE_CODE_FILES
-
 RATE = 48000
 
 
@@ -38,54 +35,17 @@ def image_model(longclip_repo):
 @pytest.fixture(scope="module")
 def clap_repo(tmp_path_factory):
     """A tiny stock CLAP (text + audio) wrapped by the module, to exercise the audio rules."""
-    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+    from tests.adversarial_cases import build_stock_clap
 
-    from hub_configs.clip_tokenizer import build_clip_tokenizer
-
-    torch.manual_seed(0)
-    config = ClapConfig(
-        text_config=dict(
-            vocab_size=49408,
-            hidden_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=80,
-            projection_hidden_size=16,
-        ),
-        audio_config=dict(
-            hidden_size=32,
-            patch_embeds_hidden_size=16,
-            depths=[1, 1],
-            num_attention_heads=[2, 4],
-            window_size=8,
-            spec_size=256,
-            num_mel_bins=64,
-            projection_hidden_size=16,
-            enable_fusion=False,
-        ),
-        projection_dim=16,
-    )
-    out = str(tmp_path_factory.mktemp("clap") / "tiny-clap")
-    ClapModel(config).save_pretrained(out)
-    ClapProcessor(
-        feature_extractor=ClapFeatureExtractor(feature_size=64, sampling_rate=RATE), tokenizer=build_clip_tokenizer(77)
-    ).save_pretrained(out)
-    copy_code_files(ST_MODULE_CODE_FILES, out)
-    write_sentence_transformers_files(
-        out,
+    return build_stock_clap(
+        str(tmp_path_factory.mktemp("clap") / "tiny-clap"),
         module_config={
-            "modalities": ["text", "audio"],
-            "normalize": True,
             "matryoshka_dims": [4, 8, 16],
-            "max_seq_length": 77,
-            # Clips stay under 10 s here, so "rand_trunc" takes no random choice and repeat-padding is deterministic.
+            # Clips over 10 s keep their middle window; shorter ones are repeat-padded: both deterministic.
             "audio_kwargs": {"truncation": "rand_trunc", "padding": "repeatpad"},
         },
         prompts={"query": "query: ", "document": "doc: "},
-        default_prompt_name=None,
     )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +97,10 @@ def _text_reference(model, text: str) -> torch.Tensor:
 
 def _audio_reference(model, waveform_48k: np.ndarray) -> torch.Tensor:
     module = model[0]
-    np.random.seed(0)  # the module pins the extractor's random crop of clips past its 10 s window to seed 0
+    window = 10 * RATE  # the module keeps the middle 10 s window of longer clips (the stock extractor would draw one)
+    if len(waveform_48k) > window:
+        start = (len(waveform_48k) - window) // 2
+        waveform_48k = waveform_48k[start : start + window]
     features = module.processor.feature_extractor(
         [waveform_48k], sampling_rate=RATE, return_tensors="pt", truncation="rand_trunc", padding="repeatpad"
     )
@@ -321,13 +284,13 @@ def test_bad_input_names_the_item(case, image_model, audio_model, tmp_path, http
 
 
 def test_url_size_cap(tmp_path, http_root):
-    from st_modules.media_inputs import FetchSettings, fetch_url
+    from st_modules.media_inputs import LoadSettings, fetch_url
 
     root, base_url = http_root
     (root / "big.png").write_bytes(b"x" * 5000)
     with pytest.raises(ValueError, match="limit"):
-        fetch_url(f"{base_url}/big.png", FetchSettings(timeout=5, max_bytes=1000), 0)
-    assert len(fetch_url(f"{base_url}/big.png", FetchSettings(timeout=5, max_bytes=10000), 0)) == 5000
+        fetch_url(f"{base_url}/big.png", LoadSettings(url_timeout=5, url_max_bytes=1000), 0)
+    assert len(fetch_url(f"{base_url}/big.png", LoadSettings(url_timeout=5, url_max_bytes=10000), 0)) == 5000
 
 
 # -------------------------------------------------------------------------------------------- prompts and dims
