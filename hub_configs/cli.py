@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--commit-message", default="Upload with mmhub")
     push.set_defaults(handler=_push)
 
-    demo_parser = commands.add_parser("demo", help="long-caption text-to-image retrieval with LongCLIP")
+    demo_parser = commands.add_parser(
+        "demo", help="what LongCLIP is for: R@1 at 77 vs 248 tokens (a small model trained offline, or --model)"
+    )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.run_from_args)
     return parser

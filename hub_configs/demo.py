@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .demo_scenes import Scene, first_detail_token, generate_scenes
-from .hub_access import looks_like_hub_id
+from .hub_access import looks_like_hub_id, offline_requested
 
 # CLIP's text length, which the demo compares with the LongCLIP model's own (248).
 SHORT_CONTEXT = 77
@@ -37,17 +37,14 @@ DEMO_REPO_NAME = "LongCLIP-demo"
 SMALL_CLIP = {
     "text": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 1},
     "vision": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "patch_size": 8},
-    "image_size": 32,
+    "image_size": 32,  # scenes for --model are drawn at that model's input size instead
     "projection_dim": 64,
 }
-# Scene images for real models are drawn at the model's input size instead.
 EXAMPLE_QUERIES = 4
 PNG_CELL = 96
 DEFAULT_PNG = "mmhub-demo.png"
 # Scores of the two doors may differ by float rounding (different batch shapes), never by more than this.
 DOOR_TOLERANCE = 1e-4
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=defaults.threads, help="torch CPU threads (results depend on it slightly)"
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: what sentence-transformers picks)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, ... (default: cpu for the small model, which keeps its numbers reproducible; for --model, "
+        "what sentence-transformers picks)",
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ the model
@@ -229,9 +231,12 @@ class Doors:
         from sentence_transformers import SentenceTransformer
         from transformers import AutoModel, AutoProcessor
 
-        st_model = SentenceTransformer(folder, trust_remote_code=True, device=device)
-        model = AutoModel.from_pretrained(folder, trust_remote_code=True).to(st_model.device).eval()
-        return cls(st_model, model, AutoProcessor.from_pretrained(folder, trust_remote_code=True))
+        # Offline, say so to every loader: sentence-transformers otherwise asks the Hub for the revision and warns
+        # that it could not.
+        hub = {"trust_remote_code": True, "local_files_only": offline_requested()}
+        st_model = SentenceTransformer(folder, device=device, **hub)
+        model = AutoModel.from_pretrained(folder, **hub).to(st_model.device).eval()
+        return cls(st_model, model, AutoProcessor.from_pretrained(folder, **hub))
 
     @property
     def full_length(self) -> int:
@@ -329,8 +334,8 @@ def run_trained(settings: DemoSettings, scratch: str, png: str | None) -> dict[s
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
             "seconds": round(training_seconds, 1),
+            "small_clip": SMALL_CLIP,
         },
-        small_clip=SMALL_CLIP,
     )
     result["generated"] = _scene_summary(held_out, images, doors, result)
     result["png"] = _draw_examples(png, held_out, images, result) if png else None
@@ -357,10 +362,14 @@ def resolve_model(reference: str, scratch: str) -> str:
     return reference
 
 
-def _loading_context(hub_id: bool) -> str:
-    from huggingface_hub import constants
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
 
-    return " (offline: only the local Hub cache is searched)" if hub_id and constants.HF_HUB_OFFLINE else ""
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def _loading_context(hub_id: bool) -> str:
+    return " (offline: only the local Hub cache is searched)" if hub_id and offline_requested() else ""
 
 
 def _loading_reason(error: Exception) -> str:
@@ -383,6 +392,8 @@ def run_pretrained(
 
     user_pairs = read_captioned_images(images_dir) if images_dir else None
     folder = resolve_model(reference, scratch)
+    if folder == reference and offline_requested() and not _in_hub_cache(reference):
+        raise ValueError(f"--model {reference!r} is not in the local Hub cache, and the Hub is not used (offline)")
     try:
         doors = Doors.load(folder, settings.device)
     except Exception as error:  # each library involved has its own loading errors: one line naming the input
@@ -479,8 +490,8 @@ def _draw_examples(path: str, scenes: list[Scene], images: list, result: dict[st
     for row in range(count):
         top = header + row * (cell + pad)
         draw.multiline_text((pad, top), _wrap(scenes[row].details(), 44), fill="black", font=font, spacing=2)
-        tiles = [(row, None)] + [(int(scores[n][row].argmax()), n) for n in lengths]
-        for column, (index, _) in enumerate(tiles):
+        tiles = [row, *(int(scores[n][row].argmax()) for n in lengths)]
+        for column, index in enumerate(tiles):
             left = text_width + column * (cell + pad)
             tile = images[index].resize((cell, cell), Image.NEAREST if images[index].size[0] < cell else Image.LANCZOS)
             canvas.paste(tile, (left, top))
@@ -546,10 +557,14 @@ def print_report(result: dict[str, Any], seconds: float) -> None:
         print(f"  {label:28}{values[SHORT_CONTEXT]:>12.2f}{values[full]:>13.2f}")
     detail = generated["first_detail_token"]
     hits = round(r["sentence_transformers"][full] * n)
-    print(
-        f"\nRead at 77 tokens, every caption is cut before its first detail (token {detail}): all {n} captions read\n"
-        f"the same, so the model can only guess. Read at {full} tokens, it finds the right picture for {hits} of {n}."
-    )
+    if detail >= SHORT_CONTEXT - 1:  # a 77-token reading keeps tokens 0-75 and the end token
+        print(
+            f"\nRead at 77 tokens, every caption is cut before its first detail (token {detail}): all {n} captions "
+            "read\nthe same, so the model can only guess."
+        )
+    else:
+        print(f"\nWith this model's tokenizer the details start at token {detail}, within the first 77.")
+    print(f"Read at {full} tokens, it finds the right picture for {hits} of {n}.")
     if "user_images" in result:
         user = result["user_images"]
         values = user["r_at_1"]["sentence_transformers"]
@@ -608,7 +623,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         held_out=args.held_out,
         epochs=args.epochs,
         threads=args.threads,
-        device=args.device,
+        # The small model trains in seconds on a CPU, where the same seed gives the same numbers every run.
+        device=args.device or ("cpu" if args.model is None else None),
     )
     _check_settings(settings, args)
     import torch

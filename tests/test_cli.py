@@ -121,8 +121,9 @@ def test_unreachable_hub_is_one_line_then_the_cache_is_used(hub_down, longclip_r
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout)["doors_agree"] is True
     messages = _message_lines(done.stderr)
-    assert len(messages) == 1 and "cannot be reached (HTTP 503)" in messages[0], messages
-    assert "working offline" in messages[0]
+    assert "cannot be reached (HTTP 503)" in messages[0] and "working offline" in messages[0], messages
+    # transformers' one-time notice about remote code new to this machine may follow; nothing about the Hub does.
+    assert not [line for line in messages[1:] if "reach" in line or "retry" in line.lower()], messages
     assert hub_down.requests == ["HEAD /"]  # one question, no retries, nothing fetched afterwards
 
 
@@ -146,7 +147,7 @@ def test_unreachable_hub_and_an_uncached_repo_print_two_lines(args, hub_down, tm
     assert len(messages) == 2, messages
     assert "cannot be reached" in messages[0] and messages[1].startswith(f"mmhub {args[0]}: error:"), messages
     if args[0] == "demo":  # the demo names its input; other commands pass on the library's first line
-        assert "'org/LongCLIP-L' could not be loaded (offline" in messages[1], messages
+        assert "'org/LongCLIP-L' is not in the local Hub cache" in messages[1], messages
     assert not [line for line in messages if "retry" in line.lower()]
     assert hub_down.requests == ["HEAD /"]
 

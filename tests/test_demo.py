@@ -51,6 +51,10 @@ def _run_mmhub(args: list[str], env: dict[str, str], cwd, timeout: int = 600) ->
     )
 
 
+def _is_empty_torch_cache(entry: os.DirEntry) -> bool:
+    return entry.is_dir() and entry.name.startswith("torchinductor_") and not any(os.scandir(entry.path))
+
+
 def _message_lines(stderr: str) -> list[str]:
     """stderr without progress bars (tqdm redraws with carriage returns)."""
     lines = [line.split("\r")[-1].strip() for line in stderr.splitlines()]
@@ -143,7 +147,10 @@ def test_demo_end_to_end_offline(tmp_path):
     assert result["r_at_1_before_finetuning"]["248"] < 0.1  # what it finds, it learned in this run
     assert result["training"]["loss_last"] < result["training"]["loss_first"]
     assert result["seconds"] < 300, "the demo should take about a minute on 2 cores (2 minutes at most)"
-    assert os.listdir(tmp_path / "tmp") == []
+    # Only torch's own per-user cache folder may be there, empty: `import torch._dynamo` (which sentence-transformers
+    # does) creates it in the temporary folder of every program, and every later run reuses it.
+    left = [entry for entry in os.scandir(tmp_path / "tmp") if not _is_empty_torch_cache(entry)]
+    assert left == [], [entry.name for entry in left]
     assert not (tmp_path / "hf" / "hub").exists()  # nothing was downloaded
     from PIL import Image
 
