@@ -392,14 +392,14 @@ def run_pretrained(
 
     user_pairs = read_captioned_images(images_dir) if images_dir else None
     folder = resolve_model(reference, scratch)
-    if folder == reference and offline_requested() and not _in_hub_cache(reference):
+    hub_id = not os.path.exists(folder)
+    if hub_id and offline_requested() and not _in_hub_cache(reference):
         raise ValueError(f"--model {reference!r} is not in the local Hub cache, and the Hub is not used (offline)")
     try:
         doors = Doors.load(folder, settings.device)
     except Exception as error:  # each library involved has its own loading errors: one line naming the input
         raise ValueError(
-            f"--model {reference!r} could not be loaded{_loading_context(folder == reference)}: "
-            f"{_loading_reason(error)}"
+            f"--model {reference!r} could not be loaded{_loading_context(hub_id)}: {_loading_reason(error)}"
         ) from error
     if doors.full_length <= SHORT_CONTEXT:
         raise ValueError(
