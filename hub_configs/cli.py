@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(handler=_push)
 
     demo_parser = commands.add_parser(
-        "demo", help="what LongCLIP is for: R@1 at 77 vs 248 tokens (a small model trained offline, or --model)"
+        "demo",
+        help="what LongCLIP is for: R@1 at 77 vs 248 tokens (a small model trained offline, or --model)",
+        description=demo.__doc__.split("\n\n")[1].replace("\n", " "),
     )
     demo.add_arguments(demo_parser)
     demo_parser.set_defaults(handler=demo.run_from_args)

@@ -81,12 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     parser.add_argument(
-        "--png", default=DEFAULT_PNG, help=f"where to draw example queries and their matches (default {DEFAULT_PNG})"
+        "--png",
+        default=DEFAULT_PNG,
+        help=f"where to draw example queries and their matches (default {DEFAULT_PNG}; empty: no picture)",
     )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of scenes, weights and training")
     parser.add_argument("--epochs", type=float, default=defaults.epochs, help="fine-tuning epochs")
     parser.add_argument("--train-pairs", type=int, default=defaults.train_pairs, help="generated training pairs")
-    parser.add_argument("--held-out", type=int, default=defaults.held_out, help="generated held-out pairs")
+    parser.add_argument("--held-out", type=int, default=defaults.held_out, help="generated scenes to measure on")
     parser.add_argument(
         "--threads", type=int, default=defaults.threads, help="torch CPU threads (results depend on it slightly)"
     )

@@ -152,6 +152,15 @@ def test_unreachable_hub_and_an_uncached_repo_print_two_lines(args, hub_down, tm
     assert hub_down.requests == ["HEAD /"]
 
 
+def test_push_to_an_unreachable_hub_is_one_line(hub_down, longclip_repo, tmp_path):
+    done = _mmhub(["push", longclip_repo, "--repo-id", "org/x"], _env(tmp_path, HF_ENDPOINT=hub_down.url), tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert _message_lines(done.stderr) == [
+        f"mmhub push: error: the Hugging Face Hub at {hub_down.url} cannot be reached (HTTP 503)"
+    ]
+    assert hub_down.requests == ["HEAD /"]
+
+
 def test_a_hub_that_answers_gives_a_one_line_error_for_a_missing_repo(tmp_path):
     hub = _FakeHub(404, root_status=200)
     try:
