@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import numpy as np
 
@@ -76,4 +77,13 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModuleNotFoundError as error:
+        # Ray is no dependency of the package (only its test extra installs it).
+        if (error.name or "").split(".")[0] == "ray":
+            sys.exit(f'{os.path.basename(__file__)}: error: this example needs Ray Data: pip install "ray[data]"')
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from hub_configs.families import missing_extra_message
+
+        sys.exit(f"{os.path.basename(__file__)}: error: {missing_extra_message(error.name)}")

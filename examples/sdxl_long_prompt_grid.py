@@ -97,4 +97,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModuleNotFoundError as error:
+        from hub_configs.families import missing_extra_message
+
+        sys.exit(f"{os.path.basename(__file__)}: error: {missing_extra_message(error.name)}")

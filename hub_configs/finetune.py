@@ -89,7 +89,7 @@ def finetune(
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     dataset = pairs_dataset(train_dataset)
     if len(dataset.column_names) != 2:
@@ -101,6 +101,23 @@ def finetune(
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
+    class LossProgressBar(TrainerCallback):
+        # The trainer's own bar writes every step's log dict to stdout (logs are kept at every step, for `losses`).
+        def on_train_begin(self, args, state, control, **kwargs):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="Fine-tuning", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
     with tempfile.TemporaryDirectory(prefix="mmhub-train-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=output_dir or scratch,
@@ -109,19 +126,25 @@ def finetune(
             per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
             weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
+            # transformers 5 reads a float below 1 as a ratio (sentence-transformers warns about `warmup_ratio`).
+            warmup_steps=warmup_ratio,
             seed=seed,
             data_seed=seed,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
-            disable_tqdm=not show_progress_bar,
+            disable_tqdm=True,
             dataloader_num_workers=0,
+            # Pinned memory only helps copies to a GPU; on CPU the DataLoader warns about it.
+            dataloader_pin_memory=model.device.type == "cuda",
         )
         loss = MultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"))
+        callbacks = [RecordLoss(), *([LossProgressBar()] if show_progress_bar else [])]
         trainer = SentenceTransformerTrainer(
-            model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[RecordLoss()]
+            model=model, args=args, train_dataset=dataset, loss=loss, callbacks=callbacks
         )
+        # With `disable_tqdm` the trainer prints every step's log dict instead of a bar.
+        trainer.remove_callback(PrinterCallback)
         trainer.train()
     model.eval()
     return losses
