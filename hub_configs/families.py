@@ -125,7 +125,6 @@ EXTRA_OF_MODULE = {
     "diffusers": "diffusers",
     "accelerate": "diffusers",
     "compel": "diffusers",
-    "timm": "jina",
     "sentencepiece": "jina",
     "onnx": "onnx",
     "onnxruntime": "onnx",

@@ -174,8 +174,12 @@ def original_to_hf(state_dict: dict[str, torch.Tensor]):
     return config, converted
 
 
-def load_tokenizer(tokenizer: str | None, max_length: int):
-    """The CLIP tokenizer at `max_length`: from a folder or Hub id, else offline from open_clip's vocabulary."""
+def load_tokenizer(tokenizer: str | None, max_length: int, vocab_size: int = 49408):
+    """The CLIP tokenizer at `max_length`: from a folder or Hub id, else offline from open_clip's vocabulary.
+
+    A loaded tokenizer must cover the text tower's vocabulary: transformers returns a near-empty tokenizer for a Hub
+    id it cannot reach, which would otherwise be written into the repo without a word.
+    """
     if tokenizer is None:
         from .clip_tokenizer import build_clip_tokenizer
 
@@ -184,6 +188,11 @@ def load_tokenizer(tokenizer: str | None, max_length: int):
     from transformers import CLIPTokenizer
 
     loaded = CLIPTokenizer.from_pretrained(tokenizer)
+    if len(loaded) != vocab_size:
+        raise ValueError(
+            f"--tokenizer {tokenizer!r} loaded a tokenizer of {len(loaded)} tokens, but the checkpoint's text tower "
+            f"has {vocab_size}; pass a CLIP tokenizer folder (or omit --tokenizer to use the bundled CLIP BPE)"
+        )
     loaded.model_max_length = max_length
     return loaded
 
@@ -221,7 +230,7 @@ def longclip_build(
     max_length = config.text_config.max_position_embeddings
     processor = LongCLIPProcessor(
         image_processor=build_image_processor(config.vision_config.image_size),
-        tokenizer=load_tokenizer(tokenizer, max_length),
+        tokenizer=load_tokenizer(tokenizer, max_length, config.text_config.vocab_size),
     )
     text, vision = config.text_config, config.vision_config
     card = {

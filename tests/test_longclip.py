@@ -469,3 +469,16 @@ def test_zero_shot_pipeline_cuts_labels_past_248_tokens_once(longclip_repo, remo
     scores = {item["label"]: item["score"] for item in first}
     for label, score in zip(labels, expected):
         assert scores[label] == pytest.approx(score.item(), abs=1e-5)
+
+
+def test_converter_refuses_a_tokenizer_that_does_not_cover_the_vocabulary(tmp_path, longclip_checkpoint_path):
+    from transformers import CLIPTokenizer
+
+    from hub_configs.factory import make_repo
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2}
+    CLIPTokenizer(vocab=vocab, merges=[]).save_pretrained(tmp_path / "small")
+    with pytest.raises(ValueError, match="3 tokens.*49408"):
+        make_repo(
+            "longclip", str(tmp_path / "out"), checkpoint=longclip_checkpoint_path, tokenizer=str(tmp_path / "small")
+        )
