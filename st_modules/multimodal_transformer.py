@@ -22,7 +22,7 @@ from sentence_transformers.base.modules.input_module import InputModule
 from transformers import AutoModel, AutoProcessor
 
 from .media_inputs import FetchSettings, classify, describe, load_all, load_audio, load_image
-from .token_truncation import pad_to_tensors, truncate_keeping_end_token, warn_truncated
+from .token_truncation import FastTruncatingTokenizer, pad_to_tensors, truncate_keeping_end_token, warn_truncated
 
 logger = logging.getLogger(__name__)
 
@@ -296,12 +296,26 @@ class MultimodalTransformer(InputModule):
         texts = [text if not prompt else prompt + text for _, text in items]
         options = {**self.text_kwargs, **overrides}
         max_length = options.pop("max_length", self.max_seq_length)
-        token_ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False, **options)["input_ids"]
-        if max_length:
-            token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
+        fast = self._fast_tokenizer() if not options else None
+        if fast is not None and (not max_length or max_length > fast.num_special_tokens):
+            # Same ids as the tokenizer's own truncating call (the special tokens stay), tokenizing only the prefix
+            # of a long text that the limit keeps.
+            token_ids, cut = fast(texts, max_length or None)
             warn_truncated(cut, len(texts), max_length, self._warned)
+        else:
+            token_ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False, **options)["input_ids"]
+            if max_length:
+                token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
+                warn_truncated(cut, len(texts), max_length, self._warned)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return pad_to_tensors(token_ids, pad_id, getattr(self.tokenizer, "padding_side", "right"))
+
+    def _fast_tokenizer(self) -> FastTruncatingTokenizer | None:
+        """The exact fast tokenizer for this module's tokenizer, built once (None where it does not apply)."""
+        if getattr(self, "_fast_text", None) is None:
+            # False marks "not applicable", so the check runs once.
+            self._fast_text = FastTruncatingTokenizer.build(self.tokenizer) or False
+        return self._fast_text or None
 
     def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
         image_processor = getattr(self.processor, "image_processor", None)
