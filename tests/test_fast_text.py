@@ -392,3 +392,23 @@ def test_word_check_alone_makes_arbitrary_cuts_exact(request, name):
         # BPE re-merges a cut word (its end-of-word suffix moves), so trusting every token goes wrong here. Unigram
         # segmentations of these small vocabularies are nearly per character and survive a cut.
         assert wrong > 0, "no case reaches the word check"
+
+
+def test_jina_encode_text_matches_the_tokenizer_call(tmp_path):
+    """jina-clip-v2's `encode_text` (default truncating call, 512 tokens) gives the plain tokenizer call's embeddings."""
+    from transformers import AutoModel
+
+    from hub_configs.factory import make_repo
+
+    repo = make_repo("jina-clip-v2", str(tmp_path / "jina"), tiny=True)
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    tokenizer = model.get_tokenizer()
+    texts = corpus(13, 16, 510, 1) + ["hello world " * 400]
+    encoded = model.encode_text(texts, batch_size=8, convert_to_tensor=True)
+    assert model._fast_text[1] is not None
+    tokens = tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model.get_text_features(**tokens).pooler_output
+    torch.testing.assert_close(encoded, torch.nn.functional.normalize(reference, dim=-1), atol=1e-5, rtol=0)
+    explicit = model.encode_text(texts[:4], convert_to_tensor=True, max_length=512, padding="max_length")
+    torch.testing.assert_close(explicit, encoded[:4], atol=1e-5, rtol=0)
