@@ -9,6 +9,7 @@ forward per modality and writes the embeddings back in input order.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -79,6 +80,14 @@ def check_truncate_dim(truncate_dim: Any, full_dim: int, valid_dims: list[int] |
 
 
 AUDIO_CROP_SEED = 0
+
+
+def _accepts_device(component) -> bool:
+    """Whether a processor component's `__call__` names a `device` parameter."""
+    try:
+        return "device" in inspect.signature(component.__call__).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -343,6 +352,10 @@ class MultimodalTransformer(InputModule):
             lambda item, index: load_audio(item, index, rate, self._fetch), unnamed, self.loader_threads
         )
         options = {**self.audio_kwargs, **overrides}
+        device = self.model.device
+        if device.type != "cpu" and "device" not in options and _accepts_device(feature_extractor):
+            # Extractors that take `device` (CLIPCLAP's) compute their spectrograms next to the model.
+            options["device"] = device
         # Feature extractors such as CLAP's crop clips longer than their window at random (numpy's global RNG).
         # Each clip is processed under the same fixed seed so an embedding never depends on the call or the batch.
         per_clip = []
