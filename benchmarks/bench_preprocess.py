@@ -15,7 +15,7 @@ token per character, unlike the published 250k-piece tokenizer), and the image p
   on the same 10 s arrays at 48 kHz.
 
 Run: `python benchmarks/bench_preprocess.py [--families longclip clipclap jina-clip-v2] [--texts 128] [--images 32]
-[--clips 8] [--repeats 5] [--device cpu]`. With `--device cuda` the module resizes images and computes audio
+[--clips 8] [--repeats 5] [--device cpu] [--ablation]`. With `--device cuda` the module resizes images and computes audio
 features on the GPU (the plain calls stay on the CPU, as they are).
 """
 
@@ -114,6 +114,21 @@ def bench_family(family: str, args, work: str, captions: list[str], paths: list[
     result = compare(plain_text, module_text, args.repeats, f"{family} text")
     lines.append(result.line(f"{family} text ({tokens} tokens -> {limit})", "plain", "module", len(captions)))
 
+    if args.ablation and family == "longclip":
+        from st_modules.token_truncation import FastTruncatingTokenizer
+
+        full = FastTruncatingTokenizer.build(tokenizer)
+        variants = {
+            "without the prefix cut": FastTruncatingTokenizer.build(tokenizer, chars_per_token=10**6),
+            "without skipping the ByteLevel regex": FastTruncatingTokenizer.build(tokenizer, skip_regex=False),
+            "without the Python normalizer": FastTruncatingTokenizer.build(tokenizer, python_normalizer=False),
+        }
+        for name, variant in variants.items():
+            result = compare(
+                lambda variant=variant: variant(captions, limit), lambda: full(captions, limit), args.repeats, name
+            )
+            lines.append(result.line(f"{family} fast tokenizer {name}", "variant", "all shortcuts", len(captions)))
+
     if family == "jina-clip-v2":
         from st_modules.token_truncation import FastTruncatingTokenizer, pad_to_tensors
 
@@ -172,6 +187,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ablation", action="store_true", help="LongCLIP text: each fast-path shortcut switched off")
     args = parser.parse_args()
     require("sentence_transformers", "PIL")
     if "clipclap" in args.families:

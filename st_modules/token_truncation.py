@@ -1,4 +1,5 @@
-"""Truncation that keeps a sequence's closing special token, as CLIP's original tokenizer does."""
+"""Text truncation: keeping a sequence's closing special token as CLIP's original tokenizer does, and a fast exact
+tokenizer for texts longer than the limit (`FastTruncatingTokenizer`)."""
 
 from __future__ import annotations
 
@@ -95,22 +96,23 @@ class FastTruncatingTokenizer:
 
     1. **Only the needed prefix of a long text is tokenized.** Tokenizers work word by word (one pre-token at a time),
        so the tokens of a prefix cut at a space are the full text's first tokens, except near the cut. The prefix's
-       last two words are dropped (a cut word, a combining sequence or a special-token string that the cut spoils
-       lies within them); when what is left still holds more tokens than the limit keeps, its first tokens are the
-       answer and the text is known to be truncated. Otherwise (or with no space before the bound) the whole text is
-       tokenized. Words are found from the ids alone: the BPE end-of-word suffix (`</w>`, CLIP) or the Metaspace
-       marker that starts every word (`▁`, XLM-R); a mark missed (an unknown or added token) only merges words, which
-       drops more tokens, never too few.
+       last two words are not trusted (whatever a cut could disturb, such as a word, a combining sequence or a
+       special-token string running into it, lies within them; the tests show this holds even for cuts at arbitrary
+       characters); when the tokens before them outnumber what the limit keeps, the first tokens are the answer and
+       the text is known to be truncated. Otherwise (or with no space before the bound) the whole text is tokenized.
+       Words are found from the ids alone: the BPE end-of-word suffix (`</w>`, CLIP) or the Metaspace marker that
+       starts every word (`▁`, XLM-R); a mark missed (an unknown or added token) only merges words, which drops more
+       tokens, never too few.
     2. **CLIP's ByteLevel step skips its regex**, which re-splits pieces that CLIP's own split already produced.
     3. **CLIP's normalizer runs in Python on ASCII texts** (lowercasing and whitespace collapsing; the whitespace set
        is read from the tokenizer's own normalizer at build time).
 
+    Texts that could behave differently under 2 or 3 (special-token strings, added tokens after lowercasing) take the
+    unchanged tokenizer. Offsets are not tracked (`encode_batch_fast`). Build with `FastTruncatingTokenizer.build`,
+    which returns None for tokenizers it cannot show these shortcuts exact for (no Rust backend, left truncation,
+    added tokens containing spaces, a post-processor that does not wrap every text in the same special tokens).
     `chars_per_token`, `skip_regex` and `python_normalizer` exist for tests and benchmarks (a small bound puts cuts
-    everywhere; the flags measure each shortcut); the output never depends on them. Offsets are not tracked
-    (`encode_batch_fast`). Texts that could behave differently under 2 or 3 (special-token
-    strings, added tokens after lowercasing) take the unchanged tokenizer. Build with `FastTruncatingTokenizer.build`,
-    which returns None for tokenizers it cannot prove these shortcuts for (no Rust backend, left truncation, added
-    tokens containing spaces, a post-processor that does not wrap the text in fixed special tokens).
+    everywhere; the flags measure each shortcut); the output never depends on them.
     """
 
     def __init__(
@@ -123,16 +125,15 @@ class FastTruncatingTokenizer:
     ) -> None:
         import json
 
-        self._chars_per_token = chars_per_token
         from tokenizers import Tokenizer
 
+        self._chars_per_token = chars_per_token
         backend_json = json.loads(tokenizer.backend_tokenizer.to_str())
         backend_json["truncation"] = None
         backend_json["padding"] = None
         self._exact = Tokenizer.from_str(json.dumps(backend_json))
         self._exact.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
         self._added = tuple(token.content for token in self._exact.get_added_tokens_decoder().values())
-        self._special_ids = set(tokenizer.all_special_ids)
 
         # The special tokens the post-processor puts around a single text, read from probes and checked against the
         # tokenizer's own call.
