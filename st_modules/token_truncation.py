@@ -89,6 +89,36 @@ _CLIP_NORMALIZER = {
 _PROBES = ("a", "Hello, world! 123", "  two  spaces\tand\na tab ", "naïve café — 東京 🙂")
 
 
+def _backend_copy(serialized: str, split_special: bool, *, pre_tokenizer: dict | None = None, normalizer: bool = True):
+    """A `tokenizers.Tokenizer` rebuilt from `serialized`, without truncation or padding, optionally with another
+    pre-tokenizer (given as its JSON) or without its normalizer. Only the small component is serialized anew: the
+    model's vocabulary is parsed once per copy, never re-encoded as JSON."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(serialized)
+    copy.no_truncation()
+    copy.no_padding()
+    copy.encode_special_tokens = split_special
+    if pre_tokenizer is not None:
+        holder = {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [],
+            "normalizer": None,
+            "pre_tokenizer": pre_tokenizer,
+            "post_processor": None,
+            "decoder": None,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"},
+        }
+        copy.pre_tokenizer = Tokenizer.from_str(json.dumps(holder)).pre_tokenizer
+    if not normalizer:
+        copy.normalizer = None
+    return copy
+
+
 class FastTruncatingTokenizer:
     """Token ids identical to `tokenizer(texts, truncation=True, max_length=n)`, computed faster for long texts.
 
@@ -125,14 +155,11 @@ class FastTruncatingTokenizer:
     ) -> None:
         import json
 
-        from tokenizers import Tokenizer
-
         self._chars_per_token = chars_per_token
-        backend_json = json.loads(tokenizer.backend_tokenizer.to_str())
-        backend_json["truncation"] = None
-        backend_json["padding"] = None
-        self._exact = Tokenizer.from_str(json.dumps(backend_json))
-        self._exact.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        serialized = tokenizer.backend_tokenizer.to_str()
+        backend_json = json.loads(serialized)
+        split_special = bool(getattr(tokenizer, "split_special_tokens", False))
+        self._exact = _backend_copy(serialized, split_special)
         self._added = tuple(token.content for token in self._exact.get_added_tokens_decoder().values())
 
         # The special tokens the post-processor puts around a single text, read from probes and checked against the
@@ -160,24 +187,36 @@ class FastTruncatingTokenizer:
         # 2: the ByteLevel step without its regex, for the exact CLIP pre-tokenizer only.
         self._fast = self._exact
         self._regex_mark = None
-        if skip_regex and self._is_clip_pre_tokenizer(backend_json.get("pre_tokenizer")):
-            fast_json = json.loads(json.dumps(backend_json))
-            fast_json["pre_tokenizer"]["pretokenizers"][1]["use_regex"] = False
-            self._fast = Tokenizer.from_str(json.dumps(fast_json))
-            self._fast.encode_special_tokens = self._exact.encode_special_tokens
+        pre_tokenizer = backend_json.get("pre_tokenizer")
+        if skip_regex and self._is_clip_pre_tokenizer(pre_tokenizer):
+            split, byte_level = pre_tokenizer["pretokenizers"]
+            without_regex = {**pre_tokenizer, "pretokenizers": [split, {**byte_level, "use_regex": False}]}
+            self._fast = _backend_copy(serialized, split_special, pre_tokenizer=without_regex)
             self._regex_mark = _CLIP_SPECIAL_MARK
 
         # 3: CLIP's normalizer in Python for ASCII texts.
         self._ascii = None
         self._whitespace = None
         if python_normalizer and backend_json.get("normalizer") == _CLIP_NORMALIZER:
-            ascii_json = json.loads(self._fast.to_str())
-            ascii_json["normalizer"] = None
             whitespace = self._ascii_whitespace(self._exact.normalizer)
             if whitespace is not None:
-                self._ascii = Tokenizer.from_str(json.dumps(ascii_json))
-                self._ascii.encode_special_tokens = self._exact.encode_special_tokens
+                self._ascii = _backend_copy(
+                    serialized,
+                    split_special,
+                    pre_tokenizer=without_regex if self._regex_mark else None,
+                    normalizer=False,
+                )
                 self._whitespace = whitespace
+
+        # The variants must agree with the exact copy on the probes (each on the texts it is used for).
+        for probe in _PROBES:
+            expected = self._exact.encode(probe, add_special_tokens=False).ids
+            if self._fast.encode(probe, add_special_tokens=False).ids != expected:
+                raise ValueError("the ByteLevel variant does not reproduce the tokenizer")
+            if self._ascii is not None and probe.isascii():
+                normalized = self._whitespace.sub(" ", probe.lower())
+                if self._ascii.encode(normalized, add_special_tokens=False).ids != expected:
+                    raise ValueError("the Python normalizer does not reproduce the tokenizer")
 
     # ------------------------------------------------------------------------------------------------ construction
 
