@@ -1,49 +1,53 @@
-"""CLIPCLAP audio throughput: SentenceTransformer vs raw model, and ONNX Runtime vs PyTorch on CPU.
+"""CLIPCLAP audio throughput: SentenceTransformer against the raw model, torch against numpy features, ONNX Runtime.
 
-Usage: python benchmarks/bench_clipclap.py [--model REPO_DIR] [--clips 32] [--seconds 5] [--batch-size 8]
-Without --model a tiny random repo is built (numbers then measure overheads, not a real HTSAT).
+Every ratio compares two functions on the same inputs, timed alternately, best of `--repeats` rounds, with the spread
+of the per-round ratios:
+
+1. arrays: `SentenceTransformer.encode` on `{"array", "sampling_rate"}` clips against the repo's processor called
+   plainly (features on the CPU) + `get_audio_features` on the same arrays;
+2. files: the same on WAV files, both sides decoding them (soundfile);
+3. features: CLIPCLAP's extractor (log-mel in torch, on `--device`) against the stock numpy `ClapFeatureExtractor`;
+4. ONNX Runtime against PyTorch for the audio forward on ready features (needs the `onnx` extra; skipped with a
+   one-line note otherwise);
+5. with `--processes N` (accelerators): `encode` through a pool of N processes on the device against the raw path.
+
+Run: `python benchmarks/bench_clipclap.py [--model REPO_DIR] [--clips 16] [--seconds 5] [--batch-size 8]
+[--repeats 5] [--device cpu]`. Without `--model` a tiny random repo is built (the forward is then tiny and the
+figures measure preprocessing and overheads, not a real HTSAT).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
 
-import numpy as np
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _timed(function, repeats: int = 3) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+from timing import compare, machine_line, progress, require, synchronize
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--processes", type=int, default=1, help="also measure a pool of N processes per device")
     args = parser.parse_args()
+    require("sentence_transformers", "soundfile", "soxr")
 
+    import numpy as np
     import soundfile
+    import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import AutoModel, AutoProcessor
+    from transformers import AutoModel, AutoProcessor, ClapFeatureExtractor
 
-    from hub_configs.clipclap_onnx import export_onnx
     from hub_configs.factory import make_repo
 
-    scratch = tempfile.mkdtemp()
+    scratch = tempfile.mkdtemp(prefix="bench-clipclap-")
+    if args.model is None:
+        progress("building a tiny random CLIPCLAP repo")
     repo = args.model or make_repo("clipclap", os.path.join(scratch, "repo"), tiny=True)
     rng = np.random.default_rng(0)
     rate = 48_000
@@ -52,48 +56,113 @@ def main() -> None:
     for index, clip in enumerate(clips):
         paths.append(os.path.join(scratch, f"{index}.wav"))
         soundfile.write(paths[-1], clip, rate, subtype="FLOAT")
+    arrays = [{"array": clip, "sampling_rate": rate} for clip in clips]
 
-    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    device = torch.device(args.device)
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True).to(device).eval()
     processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
-    st = SentenceTransformer(repo, trust_remote_code=True, device="cpu")
+    st = SentenceTransformer(repo, trust_remote_code=True, device=args.device)
+    starts = range(0, len(clips), args.batch_size)
 
-    def raw():
+    def raw_forward(batch_clips):
+        # The plain processor call, as a user writes it (its features are computed on the CPU).
+        inputs = processor(audio=batch_clips, sampling_rate=rate)
+        model.get_audio_features(
+            input_features=inputs["input_features"].to(device), is_longer=inputs["is_longer"].to(device)
+        )
+
+    def raw_arrays():
         with torch.inference_mode():
-            for start in range(0, len(clips), args.batch_size):
-                inputs = processor(audio=clips[start : start + args.batch_size], sampling_rate=rate)
-                model.get_audio_features(input_features=inputs["input_features"], is_longer=inputs["is_longer"])
+            for start in starts:
+                raw_forward(clips[start : start + args.batch_size])
+        synchronize(device)
 
-    def sentence_transformers():
+    def raw_files():
+        with torch.inference_mode():
+            for start in starts:
+                raw_forward(
+                    [soundfile.read(path, dtype="float32")[0] for path in paths[start : start + args.batch_size]]
+                )
+        synchronize(device)
+
+    def st_arrays():
+        st.encode(arrays, batch_size=args.batch_size)
+
+    def st_files():
         st.encode(paths, batch_size=args.batch_size)
 
+    extractor = processor.feature_extractor
+    stock = ClapFeatureExtractor.from_dict(extractor.to_dict())
+
+    def numpy_features():
+        stock(clips, sampling_rate=rate, return_tensors="pt")
+
+    def torch_features():
+        extractor(clips, sampling_rate=rate, return_tensors="pt", device=device)
+
+    lines = [
+        compare(raw_arrays, st_arrays, args.repeats, "arrays").line("arrays", "raw", "encode", len(clips), "clips"),
+        compare(raw_files, st_files, args.repeats, "files").line("WAV files", "raw", "encode", len(clips), "clips"),
+        compare(numpy_features, torch_features, args.repeats, "features").line(
+            f"log-mel features on {device.type}", "numpy", "torch", len(clips), "clips"
+        ),
+    ]
+
     features = processor(audio=clips[: args.batch_size], sampling_rate=rate)["input_features"]
+    try:
+        require("onnx", "onnxruntime")
+    except SystemExit:
+        lines.append("ONNX Runtime: skipped (see the line above)")
+    else:
+        import onnxruntime
 
-    def torch_forward():
-        with torch.inference_mode():
-            model.get_audio_features(input_features=features)
+        from hub_configs.clipclap_onnx import export_onnx
 
-    onnx_dir = os.path.join(scratch, "onnx")
-    export_onnx(repo, onnx_dir, verify=False)
-    import onnxruntime
+        progress("exporting the audio tower to ONNX")
+        onnx_dir = os.path.join(scratch, "onnx")
+        export_onnx(repo, onnx_dir, verify=False)
+        audio_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_model.onnx"))
+        projection_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_projection.onnx"))
+        cpu_model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+        feed = features.numpy()
 
-    audio_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_model.onnx"))
-    projection_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_projection.onnx"))
-    feed = features.numpy()
+        def torch_forward():
+            with torch.inference_mode():
+                cpu_model.get_audio_features(input_features=features)
 
-    def onnx_forward():
-        pooled = audio_session.run(None, {"input_features": feed})[0]
-        projection_session.run(None, {"pooler_output": pooled})
+        def onnx_forward():
+            pooled = audio_session.run(None, {"input_features": feed})[0]
+            projection_session.run(None, {"pooler_output": pooled})
 
-    raw_time, st_time = _timed(raw), _timed(sentence_transformers)
-    torch_time, onnx_time = _timed(torch_forward), _timed(onnx_forward)
-    print(f"model: {'tiny random' if args.model is None else args.model}, {args.clips} clips of {args.seconds} s")
-    print(f"raw processor + get_audio_features: {len(clips) / raw_time:8.1f} clips/s")
-    print(f"SentenceTransformer.encode (files):  {len(clips) / st_time:8.1f} clips/s  ratio {raw_time / st_time:.2f}")
-    print(f"PyTorch audio forward (features):   {args.batch_size / torch_time:8.1f} clips/s")
+        lines.append(
+            compare(torch_forward, onnx_forward, args.repeats, "onnx").line(
+                "audio forward on CPU", "PyTorch", "ONNX Runtime", args.batch_size, "clips"
+            )
+        )
+
+    if args.processes > 1:
+        progress(f"starting a pool of {args.processes} processes on {device}")
+        pool = st.start_multi_process_pool([str(device)] * args.processes)
+        try:
+
+            def pool_arrays():
+                st.encode(arrays, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
+
+            label = f"arrays, pool x{args.processes}"
+            lines.append(
+                compare(raw_arrays, pool_arrays, args.repeats, label).line(label, "raw", "encode", len(clips))
+            )
+        finally:
+            st.stop_multi_process_pool(pool)
+
+    print(machine_line())
     print(
-        f"ONNX Runtime audio forward:          {args.batch_size / onnx_time:8.1f} clips/s  "
-        f"ratio {torch_time / onnx_time:.2f}"
+        f"model: {'tiny random' if args.model is None else args.model}, {args.clips} clips of {args.seconds} s, "
+        f"batch {args.batch_size}, device={device}, best of {args.repeats} alternated rounds "
+        "(spread: lowest-highest per-round ratio)"
     )
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

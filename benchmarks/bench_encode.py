@@ -1,14 +1,23 @@
 """Encode throughput of the sentence-transformers door against the raw model forward, as ratios from one run.
 
 LongCLIP-B-sized model (real dimensions: text 512 x 12 layers at 248 positions, ViT-B/16 at 224 px, 512-d
-embeddings) with random weights, built through the real conversion path.
+embeddings) with random weights, built through the real conversion path. Every ratio compares two functions on the
+same inputs, timed alternately, best of `--repeats` rounds, with the spread of the per-round ratios:
 
-1. `SentenceTransformer.encode` on 248-token captions and on 224 px images against `get_text_features` /
-   `get_image_features` on the same, already-processed batches.
-2. One mixed list of texts and image files against two single-modality `encode` calls.
-3. Image loading + preprocessing alone (images/s) against the model forward, so the loader is never the bottleneck.
+1. texts: `SentenceTransformer.encode(captions)` (about 600-token captions, cut to 248) against tokenizing with the
+   plain truncating tokenizer call + `get_text_features` (so both sides tokenize; the module's fast text path is
+   part of what is measured);
+2. images: `encode(paths)` against PIL decoding + the image processor + `get_image_features` on the same JPEG files;
+3. one mixed list of texts and image files against two single-modality `encode` calls (half of each list);
+4. image loading + preprocessing alone (`module.preprocess`) against the image forward alone on ready pixels: which
+   of the two bounds `encode`;
+5. with `--processes N` (N >= 2, meant for accelerators): `encode` through a sentence-transformers pool of N
+   processes on the same device (`start_multi_process_pool([device] * N)`, one batch per chunk), so one process
+   prepares its next batch while another's forward runs, against the same raw loops. CPU preprocessing then overlaps
+   the device; on a CPU the processes only share the same cores.
 
-Run: `python benchmarks/bench_encode.py [--texts 64 --images 64 --batch-size 32 --device cpu]`.
+Run: `python benchmarks/bench_encode.py [--texts 8 --images 8 --batch-size 4 --repeats 3 --device cpu]`;
+on an accelerator for example `--texts 1024 --images 1024 --batch-size 64 --device cuda --processes 2`.
 """
 
 from __future__ import annotations
@@ -16,46 +25,15 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
-import numpy as np
-import torch
+from timing import compare, machine_line, progress, require, synchronize
 
 
-def _compare(first, second, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds of two functions, run alternately so that drifting machine speed hits both alike."""
-    first()  # warm-up: allocator, thread pools, lazy imports
-    second()
-    best_first = best_second = float("inf")
-    for _ in range(repeats):
-        for function, slot in ((first, 0), (second, 1)):
-            start = time.perf_counter()
-            function()
-            elapsed = time.perf_counter() - start
-            if slot == 0:
-                best_first = min(best_first, elapsed)
-            else:
-                best_second = min(best_second, elapsed)
-    return best_first, best_second
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--texts", type=int, default=64)
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-
-    from PIL import Image
-    from sentence_transformers import SentenceTransformer
-
+def build_repo(work: str) -> str:
     from hub_configs.builder import write_repo
     from hub_configs.families import get_family
     from hub_configs.longclip import longclip_build, original_to_hf, random_original_checkpoint
 
-    work = tempfile.mkdtemp(prefix="bench-longclip-b-")
     checkpoint = random_original_checkpoint(
         text_width=512,
         text_layers=12,
@@ -68,104 +46,139 @@ def main() -> None:
     )
     config, state_dict = original_to_hf(checkpoint)
     build = longclip_build(config, state_dict, model_name="LongCLIP-B-random", random_weights=True)
-    repo = write_repo(get_family("longclip"), build, os.path.join(work, "LongCLIP-B-random"))
+    return write_repo(get_family("longclip"), build, os.path.join(work, "LongCLIP-B-random"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=8)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--processes", type=int, default=1, help="also measure a pool of N processes per device")
+    args = parser.parse_args()
+    require("sentence_transformers", "PIL")
+
+    import torch
+    from bench_preprocess import jpeg_files, long_captions
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoProcessor
+
+    work = tempfile.mkdtemp(prefix="bench-longclip-b-")
+    progress("building a LongCLIP-B-sized random repo")
+    repo = build_repo(work)
     model = SentenceTransformer(repo, trust_remote_code=True, device=args.device)
-    module = model[0]
-    rng = np.random.RandomState(0)
-    words = [
-        "the",
-        "a",
-        "red",
-        "blue",
-        "harbour",
-        "boat",
-        "sky",
-        "old",
-        "small",
-        "tall",
-        "bright",
-        "window",
-        "street",
-        "tree",
-        "dog",
-    ]
-    captions = [" ".join(rng.choice(words, 400)) for _ in range(args.texts)]  # every caption is cut to 248 tokens
-    image_paths = []
-    for index in range(args.images):
-        path = os.path.join(work, f"image{index}.jpg")
-        Image.fromarray((rng.rand(256, 320, 3) * 255).astype(np.uint8)).save(path, quality=90)
-        image_paths.append(path)
-
     device = model.device
-    processor = module.processor
-    text_batches = [
-        processor(text=captions[i : i + args.batch_size], return_tensors="pt", padding=True).to(device)
-        for i in range(0, len(captions), args.batch_size)
-    ]
-    pil_images = [Image.open(path).convert("RGB") for path in image_paths]
-    image_batches = [
-        processor(images=pil_images[i : i + args.batch_size], return_tensors="pt")["pixel_values"].to(device)
-        for i in range(0, len(pil_images), args.batch_size)
-    ]
-
-    def synchronize():
-        # encode() copies results to the CPU, which waits for the device; the raw loop must wait too.
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    raw_model = AutoModel.from_pretrained(repo, trust_remote_code=True).to(device).eval()
+    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+    captions = long_captions(args.texts)
+    image_paths = jpeg_files(work, args.images, size=(320, 256))
+    text_starts = range(0, args.texts, args.batch_size)
+    image_starts = range(0, args.images, args.batch_size)
 
     def raw_text():
         with torch.inference_mode():
-            for batch in text_batches:
-                module.model.get_text_features(**batch)
-        synchronize()
+            for start in text_starts:
+                tokens = processor.tokenizer(
+                    captions[start : start + args.batch_size],
+                    truncation=True,
+                    max_length=248,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
+                raw_model.get_text_features(**tokens)
+        synchronize(device)
 
     def raw_images():
         with torch.inference_mode():
-            for pixels in image_batches:
-                module.model.get_image_features(pixel_values=pixels)
-        synchronize()
+            for start in image_starts:
+                images = [Image.open(path).convert("RGB") for path in image_paths[start : start + args.batch_size]]
+                pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device)
+                raw_model.get_image_features(pixel_values=pixels)
+        synchronize(device)
 
     def st_text():
         model.encode(captions, batch_size=args.batch_size)
 
     def st_images():
-        model.encode(pil_images, batch_size=args.batch_size)
-
-    def st_separate():
-        model.encode(captions, batch_size=args.batch_size)
         model.encode(image_paths, batch_size=args.batch_size)
 
-    mixed = [item for pair in zip(captions, image_paths) for item in pair]
+    # Half of each list keeps this comparison (which runs both modalities twice a round) as short as the others.
+    half_captions, half_paths = captions[: max(1, args.texts // 2)], image_paths[: max(1, args.images // 2)]
+
+    def st_separate():
+        model.encode(half_captions, batch_size=args.batch_size)
+        model.encode(half_paths, batch_size=args.batch_size)
+
+    mixed = [item for pair in zip(half_captions, half_paths) for item in pair]
 
     def st_mixed():
         model.encode(mixed, batch_size=args.batch_size)
 
-    def load_and_preprocess():
-        module.preprocess(image_paths)
+    module = model[0]
+    pixel_batches = [
+        processor(
+            images=[Image.open(p).convert("RGB") for p in image_paths[s : s + args.batch_size]], return_tensors="pt"
+        )["pixel_values"].to(device)
+        for s in image_starts
+    ]
 
-    timings = {}
-    timings["raw_text"], timings["st_text"] = _compare(raw_text, st_text, args.repeats)
-    timings["raw_images"], timings["st_images"] = _compare(raw_images, st_images, args.repeats)
-    timings["st_separate"], timings["st_mixed"] = _compare(st_separate, st_mixed, args.repeats)
-    timings["load_preprocess"] = _compare(load_and_preprocess, load_and_preprocess, args.repeats)[0]
-    torch_threads = torch.get_num_threads()
-    print(f"LongCLIP-B-sized, random weights, device={device}, torch threads={torch_threads}")
-    print(f"{args.texts} captions of 248 tokens, {args.images} JPEG files 320x256 -> 224 px, batch {args.batch_size}")
+    def forward_only():
+        with torch.inference_mode():
+            for pixels in pixel_batches:
+                raw_model.get_image_features(pixel_values=pixels)
+        synchronize(device)
+
+    def load_and_preprocess():
+        for start in image_starts:
+            module.preprocess(image_paths[start : start + args.batch_size])
+        synchronize(device)
+
+    lines = [
+        compare(raw_text, st_text, args.repeats, "texts").line("texts", "raw", "encode", args.texts),
+        compare(raw_images, st_images, args.repeats, "images").line("images", "raw", "encode", args.images),
+        compare(st_separate, st_mixed, args.repeats, "mixed").line(
+            "mixed list vs two calls", "two calls", "mixed", len(half_captions) + len(half_paths)
+        ),
+        compare(forward_only, load_and_preprocess, args.repeats, "image preprocessing vs forward").line(
+            "image loading + preprocessing vs the forward alone", "forward", "preprocess", args.images
+        ),
+    ]
+    if args.processes > 1:
+        progress(f"starting a pool of {args.processes} processes on {device}")
+        pool = model.start_multi_process_pool([str(device)] * args.processes)
+        try:
+
+            def pool_text():
+                model.encode(captions, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
+
+            def pool_images():
+                model.encode(image_paths, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
+
+            label = f"pool x{args.processes}"
+            lines.append(
+                compare(raw_text, pool_text, args.repeats, f"texts, {label}").line(
+                    f"texts, {label}", "raw", "encode", args.texts
+                )
+            )
+            lines.append(
+                compare(raw_images, pool_images, args.repeats, f"images, {label}").line(
+                    f"images, {label}", "raw", "encode", args.images
+                )
+            )
+        finally:
+            model.stop_multi_process_pool(pool)
+
+    print(machine_line())
     print(
-        f"text   raw forward {args.texts / timings['raw_text']:8.1f}/s   encode {args.texts / timings['st_text']:8.1f}/s"
-        f"   ratio {timings['raw_text'] / timings['st_text']:.3f}"
+        f"LongCLIP-B-sized, random weights, device={device}; {args.texts} captions of ~600 tokens cut to 248, "
+        f"{args.images} JPEG files 320x256 -> 224 px, batch {args.batch_size}, best of {args.repeats} alternated "
+        "rounds (spread: lowest-highest per-round ratio)"
     )
-    print(
-        f"images raw forward {args.images / timings['raw_images']:8.1f}/s   encode {args.images / timings['st_images']:8.1f}/s"
-        f"   ratio {timings['raw_images'] / timings['st_images']:.3f}"
-    )
-    print(f"mixed list vs two single-modality calls: ratio {timings['st_separate'] / timings['st_mixed']:.3f}")
-    loader_rate = args.images / timings["load_preprocess"]
-    forward_rate = args.images / timings["raw_images"]
-    print(
-        f"image loading + preprocessing {loader_rate:.1f} images/s vs model forward {forward_rate:.1f} images/s"
-        f" (loader {loader_rate / forward_rate:.1f}x faster)"
-    )
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

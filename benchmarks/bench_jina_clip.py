@@ -1,10 +1,21 @@
-"""Throughput of jina-clip-v2 through SentenceTransformer against the raw model forward, as ratios.
+"""Throughput of jina-clip-v2 through SentenceTransformer and `encode_text` against the raw model forward, as ratios.
 
-Text: batches of 512-token texts; images: 512 px (or the repo's image size). Usage:
+Every ratio compares two functions on the same inputs (both sides tokenize or preprocess), timed alternately, best of
+`--repeats` rounds, with the spread of the per-round ratios:
 
-    python benchmarks/bench_jina_clip.py --model DIR_OR_REPO [--device cuda] [--batch-size 32] [--batches 5]
+1. texts: `SentenceTransformer.encode` on English captions of about 600 tokens against the plain truncating
+   tokenizer call at the module's limit + `get_text_features`;
+2. `model.encode_text` (upstream API, 512 tokens) against the plain call at 512 + `get_text_features`;
+3. images: `encode` on PIL images against the image processor + `get_image_features`;
+4. with `--processes N` (accelerators): `encode` through a pool of N processes on the device.
 
-Without `--model` a tiny random repo is built (numbers then only show the wrapper overhead).
+Usage:
+
+    python benchmarks/bench_jina_clip.py [--model DIR_OR_REPO | --real-size] [--device cuda] [--batch-size 8]
+        [--batches 2] [--repeats 3]
+
+Without `--model` a tiny random repo is built (numbers then only show the wrapper overhead); `--real-size` gives it
+jina-clip-v2's real tower sizes with random weights (meant for accelerators: on a CPU one batch takes minutes).
 """
 
 from __future__ import annotations
@@ -12,23 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 
 import numpy as np
 import torch
 from PIL import Image
-
-
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+from timing import compare, machine_line, progress, require, synchronize
 
 
 def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
@@ -76,13 +75,17 @@ def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None)
     parser.add_argument("--real-size", action="store_true", help="without --model: random weights, real sizes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=1, help="also measure a pool of N processes per device")
     args = parser.parse_args()
+    require("sentence_transformers", "timm")
+    from bench_preprocess import long_captions
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoProcessor
 
@@ -90,30 +93,87 @@ def main() -> None:
     if model_path is None:
         from hub_configs.factory import make_repo
 
+        progress("building a tiny random jina-clip-v2 repo" + (" with the real tower sizes" if args.real_size else ""))
         model_path = make_repo("jina-clip-v2", tempfile.mkdtemp(), tiny=True)
         if args.real_size:
             resize_to_real_dimensions(model_path)
-    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).to(args.device).eval()
+    device = torch.device(args.device)
+    model = AutoModel.from_pretrained(model_path, trust_remote_code=True).to(device).eval()
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
     st = SentenceTransformer(model_path, trust_remote_code=True, device=args.device)
     n = args.batch_size
-    texts = [" ".join(["multilingual"] * 600) + f" {i}" for i in range(n)]
-    size = processor.image_processor.crop_size["height"]
+    count = n * args.batches
+    texts = long_captions(count)
+    image_processor = processor.image_processor
+    crop = getattr(image_processor, "crop_size", None)
+    size = crop["height"] if isinstance(crop, dict) else image_processor.size
+    size = size if isinstance(size, int) else size.get("shortest_edge", 512)
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
-    tokens = processor.tokenizer(texts, padding=True, truncation=True, max_length=512, return_tensors="pt").to(
-        args.device
-    )
-    pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(args.device, model.dtype)
+    images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)]
+    limit = st[0].max_seq_length
+    tokenizer = processor.tokenizer
 
-    with torch.inference_mode():
-        raw_text = _timed(lambda: model.get_text_features(**tokens), args.batches)
-        raw_image = _timed(lambda: model.get_image_features(pixel_values=pixels), args.batches)
-    st_text = _timed(lambda: st.encode(texts, batch_size=n), args.batches)
-    st_image = _timed(lambda: st.encode(images, batch_size=n), args.batches)
-    print(f"device={args.device} dtype={model.dtype} batch={n} text_len={tokens['input_ids'].shape[1]} image={size}px")
-    print(f"text : raw {n / raw_text:8.1f}/s  ST {n / st_text:8.1f}/s  ratio ST/raw {raw_text / st_text:.2f}")
-    print(f"image: raw {n / raw_image:8.1f}/s  ST {n / st_image:8.1f}/s  ratio ST/raw {raw_image / st_image:.2f}")
+    def raw_text(max_length):
+        def run():
+            with torch.inference_mode():
+                for start in range(0, count, n):
+                    tokens = tokenizer(
+                        texts[start : start + n],
+                        padding=True,
+                        truncation=True,
+                        max_length=max_length,
+                        return_tensors="pt",
+                    ).to(device)
+                    model.get_text_features(**tokens)
+            synchronize(device)
+
+        return run
+
+    def raw_images():
+        with torch.inference_mode():
+            for start in range(0, count, n):
+                pixels = processor.image_processor(images[start : start + n], return_tensors="pt")["pixel_values"]
+                model.get_image_features(pixel_values=pixels.to(device, model.dtype))
+        synchronize(device)
+
+    lines = [
+        compare(raw_text(limit), lambda: st.encode(texts, batch_size=n), args.repeats, "texts").line(
+            f"texts (~600 tokens, limit {limit})", "raw", "encode", count
+        ),
+        compare(raw_text(512), lambda: model.encode_text(texts, batch_size=n), args.repeats, "encode_text").line(
+            "texts through encode_text (limit 512)", "raw", "encode_text", count
+        ),
+        compare(raw_images, lambda: st.encode(images, batch_size=n), args.repeats, "images").line(
+            f"images ({size} px)", "raw", "encode", count
+        ),
+    ]
+    if args.processes > 1:
+        progress(f"starting a pool of {args.processes} processes on {device}")
+        pool = st.start_multi_process_pool([str(device)] * args.processes)
+        try:
+            label = f"pool x{args.processes}"
+            lines.append(
+                compare(
+                    raw_text(limit),
+                    lambda: st.encode(texts, batch_size=n, pool=pool, chunk_size=n),
+                    args.repeats,
+                    label,
+                ).line(f"texts, {label}", "raw", "encode", count)
+            )
+            lines.append(
+                compare(
+                    raw_images, lambda: st.encode(images, batch_size=n, pool=pool, chunk_size=n), args.repeats, label
+                ).line(f"images, {label}", "raw", "encode", count)
+            )
+        finally:
+            st.stop_multi_process_pool(pool)
+    print(machine_line())
+    print(
+        f"device={device} dtype={model.dtype} batch={n} x {args.batches}, best of {args.repeats} alternated rounds "
+        "(spread: lowest-highest per-round ratio)"
+    )
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

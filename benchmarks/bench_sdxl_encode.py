@@ -113,6 +113,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
+    try:
+        import compel  # noqa: F401
+        import diffusers  # noqa: F401
+    except ModuleNotFoundError as error:
+        from hub_configs.families import missing_extra_message
+
+        raise SystemExit(missing_extra_message(error.name)) from None
     if bool(args.base) != bool(args.adapter):
         parser.error("--base and --adapter go together")
     from compel import CompelForSDXL

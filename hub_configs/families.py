@@ -195,6 +195,7 @@ FAMILIES: dict[str, Family] = {
                 "st_modules/configuration_clipclap.py",
                 "st_modules/modeling_clipclap.py",
                 "st_modules/processing_clipclap.py",
+                "st_modules/clap_features.py",
                 *ST_MODULE_CODE_FILES,
             ),
             auto_map={

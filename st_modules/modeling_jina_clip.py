@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput
 from .configuration_jina_clip import JinaCLIPConfig
 from .jina_eva_vision import EvaRotaryEmbedding2D, EvaVisionTransformer
 from .media_inputs import DEFAULT_SETTINGS, LoadSettings, classify, load_all, load_image, process_images
+from .token_truncation import FastTruncatingTokenizer, pad_to_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +259,22 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         stacked = torch.cat(chunks) if chunks else torch.empty(0, self.config.projection_dim)
         return stacked[torch.as_tensor(np.argsort(order, kind="stable"), device=stacked.device)]
 
+    def _fast_tokenizer(self, tokenizer, tokenizer_kwargs: dict[str, Any]) -> FastTruncatingTokenizer | None:
+        """The exact fast tokenizer when the call is the default truncating one (padding=True, truncation=True)."""
+        if set(tokenizer_kwargs) != {"padding", "truncation", "max_length"}:
+            return None
+        max_length = tokenizer_kwargs["max_length"]
+        if tokenizer_kwargs["padding"] not in (True, "longest") or tokenizer_kwargs["truncation"] is not True:
+            return None
+        if isinstance(max_length, bool) or not isinstance(max_length, int):
+            return None
+        cached = getattr(self, "_fast_text", None)
+        if cached is None or cached[0] is not tokenizer:
+            cached = (tokenizer, FastTruncatingTokenizer.build(tokenizer))
+            self._fast_text = cached
+        fast = cached[1]
+        return fast if fast is not None and max_length > fast.num_special_tokens else None
+
     @staticmethod
     def _convert(embeddings: torch.Tensor, single: bool, convert_to_numpy: bool, convert_to_tensor: bool):
         if convert_to_tensor:
@@ -322,8 +339,17 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
         was_training = self.training
         self.eval()
 
+        fast = self._fast_tokenizer(tokenizer, tokenizer_kwargs)
+
         def encode_batch(batch: list[tuple[int, str]]) -> torch.Tensor:
-            tokens = tokenizer([text for _, text in batch], return_tensors="pt", **tokenizer_kwargs).to(self.device)
+            texts = [text for _, text in batch]
+            if fast is not None:
+                # The same ids as the tokenizer call below, tokenizing only the prefix of long texts that is kept.
+                ids, _ = fast(texts, tokenizer_kwargs["max_length"])
+                tokens = pad_to_tensors(ids, tokenizer.pad_token_id, tokenizer.padding_side)
+                tokens = {name: value.to(self.device) for name, value in tokens.items()}
+            else:
+                tokens = tokenizer(texts, return_tensors="pt", **tokenizer_kwargs).to(self.device)
             features = self.get_text_features(
                 input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask")
             ).pooler_output

@@ -9,6 +9,7 @@ forward per modality and writes the embeddings back in input order.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from .media_inputs import (
     load_audio,
     process_images,
 )
-from .token_truncation import pad_to_tensors, truncate_keeping_end_token, warn_truncated
+from .token_truncation import FastTruncatingTokenizer, pad_to_tensors, truncate_keeping_end_token, warn_truncated
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,14 @@ def _fixed_window(feature_extractor, options: dict[str, Any]) -> int | None:
     if selection == "random" or (selection == "center" and truncation == "fusion"):
         return None
     return max_length
+
+
+def _accepts_device(component) -> bool:
+    """Whether a processor component's `__call__` names a `device` parameter."""
+    try:
+        return "device" in inspect.signature(component.__call__).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class MultimodalTransformer(InputModule):
@@ -346,12 +355,26 @@ class MultimodalTransformer(InputModule):
         texts = [text if not prompt else prompt + text for _, text in items]
         options = {**self.text_kwargs, **overrides}
         max_length = options.pop("max_length", self.max_seq_length)
-        token_ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False, **options)["input_ids"]
-        if max_length:
-            token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
+        fast = self._fast_tokenizer() if not options else None
+        if fast is not None and (not max_length or max_length > fast.num_special_tokens):
+            # Same ids as the tokenizer's own truncating call (the special tokens stay), tokenizing only the prefix
+            # of a long text that the limit keeps.
+            token_ids, cut = fast(texts, max_length or None)
             warn_truncated(cut, len(texts), max_length, self._warned)
+        else:
+            token_ids = self.tokenizer(texts, truncation=False, padding=False, verbose=False, **options)["input_ids"]
+            if max_length:
+                token_ids, cut = truncate_keeping_end_token(token_ids, max_length, set(self.tokenizer.all_special_ids))
+                warn_truncated(cut, len(texts), max_length, self._warned)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         return pad_to_tensors(token_ids, pad_id, getattr(self.tokenizer, "padding_side", "right"))
+
+    def _fast_tokenizer(self) -> FastTruncatingTokenizer | None:
+        """The exact fast tokenizer for this module's tokenizer, built once (None where it does not apply)."""
+        if getattr(self, "_fast_text", None) is None:
+            # False marks "not applicable", so the check runs once.
+            self._fast_text = FastTruncatingTokenizer.build(self.tokenizer) or False
+        return self._fast_text or None
 
     def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
         image_processor = getattr(self.processor, "image_processor", None)
@@ -380,6 +403,10 @@ class MultimodalTransformer(InputModule):
             raise ValueError(f"{type(self.processor).__name__} has no feature_extractor")
         rate = feature_extractor.sampling_rate
         options = {**self.audio_kwargs, **overrides}
+        device = self.model.device
+        if device.type != "cpu" and "device" not in options and _accepts_device(feature_extractor):
+            # Extractors that take `device` (CLIPCLAP's) compute their spectrograms next to the model.
+            options["device"] = device
         window = _fixed_window(feature_extractor, options)
         clips = load_all(
             lambda item, index: load_audio(item, index, rate, self._settings, window=window),
