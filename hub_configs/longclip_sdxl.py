@@ -14,6 +14,9 @@ logger = logging.getLogger(__name__)
 
 TEMPLATE = "longclip-l-sdxl"
 PIPELINE_FILE = "diffusers_adapters/pipeline_longclip_sdxl.py"
+# Generated into the repo (not a package file): the repo id `pipeline.py` loads the LongCLIP-L pair from when
+# `custom_pipeline=<this repo>` is used without `text_encoder`/`tokenizer`.
+REPO_ID_FILE = "longclip_sdxl_repo.py"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # SDXL's first encoder is CLIP ViT-L/14: its hidden size must match what the UNet cross-attends to.
 SDXL_FIRST_ENCODER_WIDTH = 768
@@ -43,6 +46,23 @@ def text_encoder_from_clip(config, hf_state_dict: dict[str, torch.Tensor]):
     return model.eval()
 
 
+def write_repo_id(out_dir: str, repo_id: str | None) -> str:
+    """Write `longclip_sdxl_repo.py`, recording the Hub id (or None) the adapter repo in `out_dir` is published as.
+
+    Every adapter repo carries this file: diffusers copies each relatively imported module next to `pipeline.py`,
+    and fails on a missing one.
+    """
+    if repo_id is not None and (repo_id.count("/") != 1 or not all(repo_id.split("/"))):
+        raise ValueError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    path = os.path.join(out_dir, REPO_ID_FILE)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(
+            '"""Hub id of this LongCLIP-L SDXL adapter repo (None: not recorded); written by mmhub."""\n\n'
+            f"ADAPTER_REPO = {repo_id!r}\n"
+        )
+    return path
+
+
 def write_adapter_repo(
     text_encoder,
     out_dir: str,
@@ -51,8 +71,13 @@ def write_adapter_repo(
     model_name: str = "LongCLIP-L-SDXL",
     source: str = "",
     random_weights: bool = False,
+    repo_id: str | None = None,
 ) -> str:
-    """Write the adapter repo: `text_encoder/`, `tokenizer/` (stock classes, 248 tokens), `pipeline.py`, card."""
+    """Write the adapter repo: `text_encoder/`, `tokenizer/` (stock classes, 248 tokens), code files, card.
+
+    `repo_id` is the Hub id the repo will be published as; with it, `custom_pipeline=<repo>` loads the LongCLIP-L
+    pair by itself.
+    """
     from .clip_tokenizer import build_clip_tokenizer
 
     if dtype not in DTYPES:
@@ -63,6 +88,7 @@ def write_adapter_repo(
     build_clip_tokenizer(model_max_length=positions).save_pretrained(os.path.join(out_dir, "tokenizer"))
     manifest = load_manifest(TEMPLATE)
     copy_code_files(manifest["code_files"], out_dir, rename={PIPELINE_FILE: "pipeline.py"})
+    write_repo_id(out_dir, repo_id)
     render_model_card(
         TEMPLATE,
         out_dir,
@@ -81,7 +107,7 @@ def write_adapter_repo(
     return out_dir
 
 
-def convert_checkpoint(checkpoint: str, out_dir: str, *, dtype: str = "fp16") -> str:
+def convert_checkpoint(checkpoint: str, out_dir: str, *, dtype: str = "fp16", repo_id: str | None = None) -> str:
     """`mmhub convert longclip-sdxl`: original `longclip-L.pt` -> adapter repo folder."""
     from .longclip import load_original_checkpoint, original_to_hf
 
@@ -93,7 +119,11 @@ def convert_checkpoint(checkpoint: str, out_dir: str, *, dtype: str = "fp16") ->
             f"tower. Use longclip-L.pt (LongCLIP-B does not fit SDXL)."
         )
     return write_adapter_repo(
-        text_encoder_from_clip(config, hf_state_dict), out_dir, dtype=dtype, source=os.path.basename(checkpoint)
+        text_encoder_from_clip(config, hf_state_dict),
+        out_dir,
+        dtype=dtype,
+        source=os.path.basename(checkpoint),
+        repo_id=repo_id,
     )
 
 
@@ -191,13 +221,19 @@ def build_tiny_sdxl_components(*, seed: int = 0) -> dict:
     }
 
 
-def build_tiny(out_dir: str, *, base_out: str | None = None, seed: int = 0) -> tuple[str, str]:
+def build_tiny(
+    out_dir: str, *, base_out: str | None = None, seed: int = 0, repo_id: str | None = None
+) -> tuple[str, str]:
     """`mmhub tiny longclip-sdxl`: a tiny random adapter repo plus a tiny random SDXL base folder beside it."""
     from diffusers import StableDiffusionXLPipeline
 
     base_out = base_out or default_base_dir(out_dir)
     write_adapter_repo(
-        build_tiny_text_encoder(seed=seed), out_dir, model_name="LongCLIP-SDXL-tiny-random", random_weights=True
+        build_tiny_text_encoder(seed=seed),
+        out_dir,
+        model_name="LongCLIP-SDXL-tiny-random",
+        random_weights=True,
+        repo_id=repo_id,
     )
     StableDiffusionXLPipeline(**build_tiny_sdxl_components(seed=seed)).save_pretrained(base_out)
     return out_dir, base_out
@@ -208,14 +244,18 @@ def default_base_dir(out_dir: str) -> str:
     return os.path.join(os.path.dirname(out_dir), os.path.basename(out_dir) + "-sdxl-base")
 
 
+_REPO_ID_HELP = "ORG/NAME the repo will be pushed as; lets custom_pipeline=<repo> load the text encoder by itself"
+
+
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="original longclip-L.pt")
     parser.add_argument("--out", required=True, help="output adapter repo folder")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="text encoder weight dtype")
+    parser.add_argument("--repo-id", default=None, help=_REPO_ID_HELP)
 
 
 def convert_from_args(args: argparse.Namespace) -> int:
-    print(f"Wrote {convert_checkpoint(args.checkpoint, args.out, dtype=args.dtype)}")
+    print(f"Wrote {convert_checkpoint(args.checkpoint, args.out, dtype=args.dtype, repo_id=args.repo_id)}")
     return 0
 
 
@@ -223,9 +263,10 @@ def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output adapter repo folder")
     parser.add_argument("--base-out", default=None, help="tiny SDXL base folder (default: <out>-sdxl-base beside it)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repo-id", default=None, help=_REPO_ID_HELP)
 
 
 def tiny_from_args(args: argparse.Namespace) -> int:
-    adapter, base = build_tiny(args.out, base_out=args.base_out, seed=args.seed)
+    adapter, base = build_tiny(args.out, base_out=args.base_out, seed=args.seed, repo_id=args.repo_id)
     print(f"Wrote {adapter} (random adapter) and {base} (random tiny SDXL base)")
     return 0

@@ -18,6 +18,7 @@ from sdxl_fixtures import (
 )
 
 import diffusers_adapters.pipeline_longclip_sdxl as adapter
+import diffusers_adapters.sdxl_long_prompt_encoder as encoder_module
 
 CPU = torch.device("cpu")
 
@@ -81,7 +82,7 @@ def _fake_lora(monkeypatch, modules):
 def test_lora_scale_applied_and_restored_like_stock(monkeypatch):
     import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl as stock_module
 
-    _fake_lora(monkeypatch, [stock_module, adapter])
+    _fake_lora(monkeypatch, [stock_module, encoder_module])
     components = tiny_components(fresh=True)
     stock, long = stock_pipeline(components), long_pipeline(components)
     norm = components["text_encoder_2"].text_model.final_layer_norm.weight
@@ -220,7 +221,7 @@ def test_negative_longer_than_positive():
 
 def test_over_248_tokens_truncates_with_one_warning(monkeypatch):
     messages = []
-    monkeypatch.setattr(adapter.logger, "warning", lambda message, *args: messages.append(message))
+    monkeypatch.setattr(encoder_module.logger, "warning", lambda message, *args: messages.append(message))
     long = long_pipeline()
     too_long = long.encode_prompt([words(300), words(250, 1)], device=CPU, negative_prompt=words(260))
     exact = long.encode_prompt([words(246), words(246, 1)], device=CPU, negative_prompt=words(246))
