@@ -41,12 +41,14 @@ from .sdxl_long_prompt_encoder import (
 )
 from .sdxl_prompt_weights import parse_prompt_weights
 
-try:  # modular pipelines are an optional part of diffusers
+try:
     from diffusers.modular_pipelines import ModularPipeline
-
+except ImportError:  # diffusers releases before modular pipelines
+    ModularPipeline = None
+if ModularPipeline is not None:
     from .sdxl_modular_blocks import LongCLIPSDXLTextEncoderStep, long_prompt_blocks
-except ImportError:
-    ModularPipeline = LongCLIPSDXLTextEncoderStep = long_prompt_blocks = None
+else:
+    LongCLIPSDXLTextEncoderStep = long_prompt_blocks = None
 
 try:  # written into the adapter repo by its builder; absent when this file is imported from the package
     from .longclip_sdxl_repo import ADAPTER_REPO

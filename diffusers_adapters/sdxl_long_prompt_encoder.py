@@ -207,8 +207,8 @@ def tokenize_weighted(
     """Token ids (no BOS/EOS, untruncated) and per-token weights of each prompt.
 
     Plain prompts are tokenized whole, as without weighting, and get weights None. Weighted prompts are tokenized
-    run by run (in one tokenizer call for the whole batch); a BREAK pads the ids with `BREAK_FILLER` up to the next
-    multiple of 75 unless a window has just started.
+    run by run (in one tokenizer call for the whole batch); a BREAK followed by tokens pads the ids with
+    `BREAK_FILLER` up to the next multiple of 75 (nothing when a window has just started).
 
     Args:
         tokenizer: A CLIP tokenizer.
@@ -243,16 +243,16 @@ def tokenize_weighted(
         ids: list[int] = []
         weights: list[float] = []
         for index, part in enumerate(parts):
-            filler = -len(ids) % WINDOW_CONTENT
-            if index > 0 and filler:
-                ids += [BREAK_FILLER] * filler
-                weights += [1.0] * filler
+            after_break = index > 0
             for _, weight in part:
                 if not math.isfinite(weight):
                     raise ValueError(f"Prompt {prompt!r} has a weight of {weight}; weights must be finite numbers")
                 piece = next(run_ids)
-                ids += piece
-                weights += [weight] * len(piece)
+                # The padding goes in when tokens follow the BREAK, so a trailing BREAK adds nothing.
+                filler = -len(ids) % WINDOW_CONTENT if after_break and piece else 0
+                ids += [BREAK_FILLER] * filler + piece
+                weights += [1.0] * filler + [weight] * len(piece)
+                after_break = after_break and not piece
         all_ids.append(ids)
         all_weights.append(weights if any(weight != 1.0 for weight in weights) else None)
     return all_ids, all_weights
@@ -521,21 +521,37 @@ def _repeat(embeds: torch.Tensor, times: int) -> torch.Tensor:
     return embeds.repeat_interleave(times, dim=0) if times != 1 else embeds
 
 
+def _textual_inversion(pipe, tokenizer):
+    """diffusers' multi-vector token expansion for `tokenizer`, or None when it cannot change any text."""
+    if not isinstance(pipe, TextualInversionLoaderMixin):
+        return None
+    special = set(tokenizer.all_special_tokens)
+    added = [token for token in tokenizer.added_tokens_encoder if token not in special]
+    if not added:
+        return None
+
+    def convert(texts: list[str]) -> list[str]:
+        # Only texts holding an added token go through diffusers' conversion: it tokenizes the whole text, and
+        # transformers warns about "indexing errors" for every text longer than the tokenizer's 77 tokens.
+        return [
+            pipe.maybe_convert_prompt(text, tokenizer) if any(token in text for token in added) else text
+            for text in texts
+        ]
+
+    return convert
+
+
 class _Branch:
     """One side of guidance (the prompts or the negatives), tokenized for each encoder."""
 
     def __init__(self, pipe, first: list[str] | None, second: list[str], weighting: str, hidden_index: int):
-        convert_1 = convert_2 = None
-        if isinstance(pipe, TextualInversionLoaderMixin):
-            convert_2 = lambda texts: pipe.maybe_convert_prompt(texts, pipe.tokenizer_2)  # noqa: E731
-            convert_1 = lambda texts: pipe.maybe_convert_prompt(texts, pipe.tokenizer)  # noqa: E731
         self.content_1 = self.weights_1 = None
         if getattr(pipe, "text_encoder", None) is not None:
             self.content_1, self.weights_1 = tokenize_weighted(
-                pipe.tokenizer, first, weighting=weighting, convert=convert_1
+                pipe.tokenizer, first, weighting=weighting, convert=_textual_inversion(pipe, pipe.tokenizer)
             )
         self.content_2, self.weights_2 = tokenize_weighted(
-            pipe.tokenizer_2, second, weighting=weighting, convert=convert_2
+            pipe.tokenizer_2, second, weighting=weighting, convert=_textual_inversion(pipe, pipe.tokenizer_2)
         )
         self.hidden_index = hidden_index
 

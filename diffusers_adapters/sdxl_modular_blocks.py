@@ -10,7 +10,7 @@ patched; the modular way is to put a different block in the blocks' `sub_blocks`
 
 from __future__ import annotations
 
-from diffusers.modular_pipelines.stable_diffusion_xl import StableDiffusionXLTextEncoderStep
+from diffusers.modular_pipelines.stable_diffusion_xl.encoders import StableDiffusionXLTextEncoderStep
 
 from .sdxl_long_prompt_encoder import check_weighting, encode_long_prompt
 
