@@ -198,3 +198,60 @@ def joint_length(*contents: list[int | None], max_positions: int = 248) -> int:
     """Chunked-mode sequence length for content token lists (the longest plus BOS/EOS, rounded up to 77s)."""
     needed = max(len(content) for content in contents) + 2
     return min(max_positions, 77 * -(-needed // 77))
+
+
+def kps_loop(old: torch.Tensor, keep: int = 20) -> torch.Tensor:
+    """Knowledge-preserved stretching written row by row, as the Long-CLIP SDXL script does it."""
+    length, dim = old.shape
+    new = torch.zeros(4 * length - 3 * keep, dim)
+    new[:keep] = old[:keep]
+    for i in range(length - 1 - keep):
+        for k in range(4):
+            new[4 * i + k + keep] = (4 - k) * old[i + keep] / 4 + k * old[i + 1 + keep] / 4
+    for k in range(4):
+        new[4 * length - 3 * keep - 4 + k] = old[length - 1] + k * (old[length - 1] - old[length - 2]) / 4
+    return new
+
+
+def stretched_big_g(text_encoder_2):
+    """A separate 248-position copy of bigG with its position table stretched by `kps_loop`."""
+    from transformers import CLIPTextModelWithProjection
+
+    config = type(text_encoder_2.config)(**(text_encoder_2.config.to_dict() | {"max_position_embeddings": 248}))
+    stretched = CLIPTextModelWithProjection(config).eval()
+    state = dict(text_encoder_2.state_dict())
+    table = text_encoder_2.text_model.embeddings.position_embedding.weight.detach()
+    state["text_model.embeddings.position_embedding.weight"] = kps_loop(table)
+    stretched.load_state_dict(state, strict=False)
+    return stretched
+
+
+def paper_reference(
+    components: dict, ids: torch.Tensor, *, weights: torch.Tensor | None = None, weighting: str = "offset"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Long-CLIP authors' SDXL recipe on `[rows, 248]` open_clip-style ids (zero padding), optionally weighted.
+
+    Both encoders' final-layer states (LongCLIP, then stretched bigG; bigG only without `text_encoder`), pooled from
+    the stretched bigG. `weights` `[rows, 248]` follow the documented rules against the empty prompt's states.
+    """
+    te1 = components.get("text_encoder")
+    stretched = stretched_big_g(components["text_encoder_2"])
+    empty = torch.zeros(1, ids.shape[1], dtype=torch.long)
+    empty[0, :2] = torch.tensor([49406, 49407])
+    encoders = ([te1] if te1 is not None else []) + [stretched]
+    parts = []
+    with torch.no_grad():
+        pooled = stretched(ids).text_embeds
+        for encoder in encoders:
+            states = encoder(ids).last_hidden_state
+            if weights is not None:
+                w = weights[..., None]
+                if weighting == "offset":
+                    reference = encoder(empty).last_hidden_state
+                    states = torch.where(w != 1, reference + w * (states - reference), states)
+                else:
+                    scaled = states * w
+                    ratio = states.mean(dim=(1, 2), keepdim=True) / scaled.mean(dim=(1, 2), keepdim=True)
+                    states = torch.where((weights != 1).any(1)[:, None, None], scaled * ratio, states)
+            parts.append(states)
+    return torch.cat(parts, dim=-1), pooled
