@@ -3,14 +3,15 @@
 Two tables, each from one run with the compared calls alternated (same inputs on every side), median of N with the
 min-max spread:
 
-1. Encode time per call for weighted prompts of 75, 160 and 246 content tokens. compel's time is split into its
-   prompt parser (pyparsing, timed on the very strings it parses in one call) and the rest ("compel encode":
-   the same call with each string's parse looked up from a cache). Stock SDXL truncates at 77 tokens and ignores
-   weights: it is the floor, not a peer. Ratios above 1 mean the adapter is slower.
-2. Deduplication at batch 4, 246 tokens without weights, a 5-token negative (the negative's 4 rows are the same and its windows
-   1-3 are all padding): bigG window forwards, LongCLIP rows and time with and without it.
+1. Encode time per call for prompts of 75, 160 and 246 content tokens, weighted (`--weights up` or `mixed`) or not
+   (`--weights none`). compel's time is split into its prompt parser (pyparsing, timed on the very strings it parses
+   in one call) and the rest ("compel encode": the same call with each string's parse looked up from a cache).
+   Stock SDXL truncates at 77 tokens and ignores weights: it is the floor, not a peer. Ratios above 1 mean the
+   adapter is slower.
+2. Deduplication at batch 4, 246 tokens without weights, a 5-token negative (the negative's 4 rows are the same and
+   its windows 1-3 are all padding): bigG window forwards, LongCLIP rows and time with and without it.
 
-    python benchmarks/bench_sdxl_encode.py --real-size [--batch 1 --repeats 3] [--device cuda --dtype fp16]
+    python benchmarks/bench_sdxl_encode.py --real-size [--batch 1 --repeats 3 --weights none --tables 1] [--device cuda]
     python benchmarks/bench_sdxl_encode.py --base DIR --adapter DIR   # real weights
 
 Without `--real-size` or `--base` it runs the tiny random SDXL, whose timings show overheads only.
@@ -40,13 +41,16 @@ def plain_prompt(tokens: int, offset: int = 0) -> str:
     return " ".join(WORDS[(index + offset) % len(WORDS)] for index in range(tokens))
 
 
-def prompt_pair(tokens: int, offset: int = 0) -> tuple[str, str]:
-    """The same weighted prompt in the adapter's syntax (`(word:1.3)`) and compel's (`(word)1.3`)."""
+def prompt_pair(tokens: int, offset: int = 0, weights: str = "up") -> tuple[str, str]:
+    """The same prompt in the adapter's weight syntax (`(word:1.3)`) and compel's (`(word)1.3`).
+
+    `weights`: "up" weights every 12th word 1.3, "mixed" alternates 1.3 and 0.8, "none" weights nothing.
+    """
     ours, theirs = [], []
     for index in range(tokens):
         word = WORDS[(index + offset) % len(WORDS)]
-        if index % WEIGHT_EVERY == WEIGHT_EVERY - 1:
-            weight = 1.3 if (index // WEIGHT_EVERY) % 2 == 0 else 0.8
+        if weights != "none" and index % WEIGHT_EVERY == WEIGHT_EVERY - 1:
+            weight = 1.3 if weights == "up" or (index // WEIGHT_EVERY) % 2 == 0 else 0.8
             ours.append(f"({word}:{weight})")
             theirs.append(f"({word}){weight}")
         else:
@@ -189,6 +193,7 @@ def count_rows(module, counter: list[int]):
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # rows appear as they are measured, also when piped to a file
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=None, help="SDXL base repo or folder (default: tiny random)")
     parser.add_argument("--adapter", default=None, help="adapter folder from `mmhub convert longclip-sdxl`")
@@ -198,6 +203,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="prompts per call in table 1")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--tokens", type=int, nargs="+", default=[75, 160, 246], help="content tokens per prompt")
+    parser.add_argument(
+        "--weights",
+        choices=["up", "mixed", "none"],
+        default="up",
+        help="table 1 prompts: every 12th word weighted 1.3 (up), 1.3 and 0.8 alternately (mixed: compel computes "
+        "each down-weighted word with extra forwards of the whole prompt), or no weights (compel skips its weighting)",
+    )
+    parser.add_argument("--tables", type=int, nargs="+", choices=[1, 2], default=[1, 2])
     args = parser.parse_args()
     if bool(args.base) != bool(args.adapter):
         parser.error("--base and --adapter go together")
@@ -217,14 +230,16 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"# {label}; device {args.device}, {args.dtype}, {torch.get_num_threads()} torch threads")
     print(f"# median [min-max] of {args.repeats} alternated runs; ratios: median ratio [min-max of paired ratios]")
-    print(f"# table 1: batch {args.batch}, weighted prompts (every {WEIGHT_EVERY}th word), negative {NEGATIVE!r}")
+    weights = {"up": "1.3", "mixed": "1.3 and 0.8 alternately"}.get(args.weights)
+    weights = f"every {WEIGHT_EVERY}th word weighted {weights}" if weights else "no weights"
+    print(f"# table 1: batch {args.batch}, prompts with {weights}, negative {NEGATIVE!r}")
     print(
         "tokens | stock ms | compel ms | compel parse ms | compel encode ms | adapter parse ms | chunked ms | "
         "paper ms | chunked/compel | chunked/compel encode | paper/compel encode | chunked/stock"
     )
     with torch.inference_mode():
-        for tokens in args.tokens:
-            pairs = [prompt_pair(tokens - index, offset=index) for index in range(args.batch)]
+        for tokens in args.tokens if 1 in args.tables else []:
+            pairs = [prompt_pair(tokens - index, index, args.weights) for index in range(args.batch)]
             ours, theirs = [pair[0] for pair in pairs], [pair[1] for pair in pairs]
             negatives = [NEGATIVE] * args.batch
 
@@ -254,6 +269,8 @@ def main() -> None:
             )
 
         # Offsets 0-3 over 16 words: no full 75-token window of one prompt repeats in another (75 = 11 mod 16).
+        if 2 not in args.tables:
+            return
         prompts = [plain_prompt(246, offset=index) for index in range(4)]
         windows, rows = [0], [0]
         handles = [count_rows(long.text_encoder_2, windows), count_rows(long.text_encoder, rows)]

@@ -104,11 +104,12 @@ def _encode_prompt_signature(pipe) -> tuple[inspect.Signature, str]:
     names = list(signature.parameters)[1:]
     per_prompt = next((name for name in _PER_PROMPT_PARAMETERS if name in names), None)
     missing = [name for name in _SDXL_ENCODE_PARAMETERS if name not in names]
+    missing += [] if per_prompt else [_PER_PROMPT_PARAMETERS[0]]
     unknown = [name for name in names if name not in (*_SDXL_ENCODE_PARAMETERS, *_PER_PROMPT_PARAMETERS, "clip_skip")]
-    if missing or unknown or per_prompt is None:
+    if missing or unknown:
         raise TypeError(
-            f"{type(pipe).__name__}.encode_prompt is not SDXL's prompt encoder (missing {missing or per_prompt}, "
-            f"unexpected {unknown}); long prompts support the SDXL pipelines listed in this module's docstring"
+            f"{type(pipe).__name__}.encode_prompt is not SDXL's prompt encoder (missing {missing}, unexpected "
+            f"{unknown}); long prompts support the SDXL pipelines listed in this module's docstring"
         )
     return signature.replace(parameters=list(signature.parameters.values())[1:]), per_prompt
 
@@ -222,11 +223,17 @@ class LongCLIPStableDiffusionXLPipeline(StableDiffusionXLPipeline):
 
     Load it with `custom_pipeline=<adapter repo or folder>`; without `text_encoder`/`tokenizer` it loads them from
     the adapter repo it was built for (`ADAPTER_REPO`). Switch modes with `set_long_prompt_mode("paper")` and the
-    weighting rule with `set_prompt_weighting(...)`.
+    weighting rule with `set_prompt_weighting(...)`. The module's `enable_long_prompts`, `load_longclip_pair` and
+    `long_prompt_blocks` are attributes of the class too, for other pipelines (the refiner, ControlNet, ...).
     """
 
     long_prompt_mode = "chunked"
     long_prompt_weighting = "offset"
+    # Reachable from a pipeline loaded with `custom_pipeline=` (whose module is not importable by name), e.g.
+    # `pipe.enable_long_prompts(refiner)` or `pipe.load_longclip_pair()` for another SDXL pipeline.
+    enable_long_prompts = staticmethod(enable_long_prompts)
+    load_longclip_pair = staticmethod(load_longclip_pair)
+    long_prompt_blocks = staticmethod(long_prompt_blocks) if long_prompt_blocks is not None else None
 
     # Parameters as `StableDiffusionXLPipeline.__init__`; unannotated because diffusers compares loaded components
     # with evaluated annotations, which postponed (string) annotations are not.

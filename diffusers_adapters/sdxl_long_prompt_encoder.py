@@ -15,14 +15,21 @@ Modes:
   stretched to 248 by knowledge-preserved stretching (no fine-tuning); both encoders' final-layer outputs after the
   final layer norm are used and the pooled embedding comes from the stretched bigG. `clip_skip` is ignored.
 
+Without `text_encoder` (the refiner) the embeddings are bigG's alone, up to 248 tokens in either mode.
+
 Weights (syntax in `sdxl_prompt_weights`) act per token on both encoders' hidden states, at every position:
 
 - `offset` (default, as ComfyUI's default and compel): `e' = n + w * (e - n)`, where `e` is the token's state and
-  `n` the state the empty prompt `""` has at the same position of the same window (bigG) or sequence (LongCLIP),
-  from the same layer. Only positions with `w != 1` change; the pooled embedding is not weighted.
+  `n` the state of the empty prompt `""` from the same layer: at the same slot of its single 77-token window for
+  bigG in chunked mode, at the same position otherwise. Only positions with `w != 1` change; the pooled embedding
+  is not weighted.
 - `mean-restore` (A1111): `e' = w * e`, then each row of each encoder is rescaled so that the mean over all its
   positions and channels is the unweighted one. This touches every position of a weighted row.
 - `off`: brackets and `BREAK` are plain text.
+
+A `BREAK` pads the token stream up to the next multiple of 75 (with each tokenizer's pad token in chunked mode, with
+`!` in paper mode, whose padding that is), so the text after it starts a bigG window, at the same output positions
+in both encoders.
 
 A prompt without weight syntax is tokenized and encoded exactly as without weighting.
 
@@ -466,7 +473,7 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
         return output[0], output.last_hidden_state
 
     states_2, pooled = encode(pipe.tokenizer_2, content_2, weights_2, stretched)
-    if pipe.text_encoder is None:
+    if getattr(pipe, "text_encoder", None) is None:
         return states_2, pooled
     text_encoder = pipe.text_encoder
     device_1 = get_module_execution_device(text_encoder)

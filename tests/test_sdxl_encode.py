@@ -428,3 +428,16 @@ def test_truncation_warned_once_naming_the_text_once(monkeypatch):
     assert len(messages) == 1 and messages[0].count("zebra zebra zebra zebra zebra") == 1, messages
     long.encode_prompt(words(200), device=CPU, negative_prompt=words(150))
     assert len(messages) == 1 and third_party == [], third_party
+
+
+@pytest.mark.parametrize("negative", [None, "blurry"])
+def test_refiner_short_prompts_bitwise_stock(negative):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from sdxl_fixtures import refiner_components
+
+    stock = StableDiffusionXLImg2ImgPipeline(**refiner_components(), requires_aesthetics_score=True)
+    long = adapter.enable_long_prompts(
+        StableDiffusionXLImg2ImgPipeline(**refiner_components(), requires_aesthetics_score=True)
+    )
+    kwargs = dict(prompt=["a red cat", words(75)], negative_prompt=negative, num_images_per_prompt=2, device=CPU)
+    assert_all_equal(stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs))

@@ -226,6 +226,9 @@ def test_two_step_run_with_weighted_long_prompt(name):
     assert images.shape[-3:] == (64, 64, 3) and np.isfinite(images).all()
     positive, negative, *_ = pipe.encode_prompt(prompt=LONG_PROMPT, device=CPU, negative_prompt=NEGATIVE)
     _assert_denoiser_saw(contexts, positive, negative)
+    # The pipeline's own signature, e.g. AnimateDiff-SDXL's `num_videos_per_prompt`.
+    per_prompt = "num_videos_per_prompt" if name == "animatediff" else "num_images_per_prompt"
+    assert pipe.encode_prompt(LONG_PROMPT, device=CPU, **{per_prompt: 2})[0].shape == (2, LONG_LENGTH, 64)
 
 
 @pytest.mark.slow
@@ -397,6 +400,12 @@ image = pipe(
     generator=torch.Generator("cpu").manual_seed(0),
 ).images
 print("DIGEST", hashlib.sha256(image.astype("float32").tobytes()).hexdigest())
+# The module's helpers ride on the class: a bigG-only refiner built from the same components.
+from diffusers import StableDiffusionXLImg2ImgPipeline
+
+parts = {key: value for key, value in pipe.components.items() if key not in ("text_encoder", "tokenizer")}
+refiner = pipe.enable_long_prompts(StableDiffusionXLImg2ImgPipeline(**parts, text_encoder=None, tokenizer=None))
+print("REFINER", tuple(refiner.encode_prompt(prompt, device=torch.device("cpu"))[0].shape))
 half = load(adapter, torch_dtype=torch.float16)
 print("DTYPE", half.text_encoder.dtype, half.text_encoder_2.dtype)
 try:
@@ -427,6 +436,7 @@ def test_one_line_loading_offline_from_hub_cache_snapshot(tiny_repos, tmp_path):
     assert lines["CLASS"] == "LongCLIPStableDiffusionXLPipeline 248 248"
     assert lines["DIGEST"] == _reference_digest(base, adapter)
     assert lines["DTYPE"] == "torch.float16 torch.float16"
+    assert lines["REFINER"] == f"(1, {LONG_LENGTH}, 32)"
     assert lines["PARTIAL"].startswith("ValueError") and "Pass both from the adapter repo" in lines["PARTIAL"]
 
 
