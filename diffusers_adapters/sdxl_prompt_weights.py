@@ -24,7 +24,8 @@ __all__ = ["BRACKET_FACTOR", "has_weight_syntax", "parse_prompt_weights"]
 BRACKET_FACTOR = 1.1
 _OPENERS = {"(": ")", "[": "]"}
 _CLOSERS = {")": "(", "]": "["}
-_ESCAPABLE = frozenset("()[]\\")
+# An escaped character, a bracket, or a run of anything else (a lone backslash included).
+_TOKEN = re.compile(r"\\([()\[\]\\])|([()\[\]])|[^()\[\]\\]+|\\")
 _BREAK = re.compile(r"\bBREAK\b")
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*")
 
@@ -34,31 +35,32 @@ def has_weight_syntax(prompt: str) -> bool:
     return "BREAK" in prompt or any(char in prompt for char in "()[]\\")
 
 
-def _pieces(prompt: str) -> list[list]:
-    """Split into `["text", str]` runs and `[bracket, None]` items; escapes are resolved here."""
-    pieces: list[list] = []
+def _pieces(prompt: str) -> tuple[list[str], list]:
+    """Split into parallel lists: kinds (`"text"` or a bracket) and values (the text; None for brackets).
+
+    Escapes are resolved here and neighbouring text (escapes included) is one piece.
+    """
+    kinds: list[str] = []
+    values: list = []
     text: list[str] = []
-    index = 0
-    while index < len(prompt):
-        char = prompt[index]
-        if char == "\\" and index + 1 < len(prompt) and prompt[index + 1] in _ESCAPABLE:
-            text.append(prompt[index + 1])
-            index += 2
+    for match in _TOKEN.finditer(prompt):
+        escaped, bracket = match.group(1), match.group(2)
+        if bracket is None:
+            text.append(escaped if escaped is not None else match.group(0))
             continue
-        if char in _OPENERS or char in _CLOSERS:
-            if text:
-                pieces.append(["text", "".join(text)])
-                text = []
-            pieces.append([char, None])
-        else:
-            text.append(char)
-        index += 1
+        if text:
+            kinds.append("text")
+            values.append("".join(text))
+            text = []
+        kinds.append(bracket)
+        values.append(None)
     if text:
-        pieces.append(["text", "".join(text)])
-    return pieces
+        kinds.append("text")
+        values.append("".join(text))
+    return kinds, values
 
 
-def _match_brackets(pieces: list[list]) -> None:
+def _match_brackets(kinds: list[str], values: list) -> None:
     """Pair brackets in place: matched openers get their factor as value, unmatched brackets become text.
 
     A closer pairs with the innermost open bracket of its kind; brackets of the other kind opened after that one
@@ -66,40 +68,39 @@ def _match_brackets(pieces: list[list]) -> None:
     """
     stack: list[int] = []
     open_count = {"(": 0, "[": 0}
-    for index, piece in enumerate(pieces):
-        kind = piece[0]
+    for index, kind in enumerate(kinds):
         if kind in _OPENERS:
             stack.append(index)
             open_count[kind] += 1
         elif kind in _CLOSERS:
             opener = _CLOSERS[kind]
             if open_count[opener] == 0:
-                piece[:] = ["text", kind]
+                kinds[index], values[index] = "text", kind
                 continue
-            while pieces[stack[-1]][0] != opener:
+            while kinds[stack[-1]] != opener:
                 unmatched = stack.pop()
-                open_count[pieces[unmatched][0]] -= 1
-                pieces[unmatched][:] = ["text", pieces[unmatched][0]]
+                open_count[kinds[unmatched]] -= 1
+                kinds[unmatched], values[unmatched] = "text", kinds[unmatched]
             start = stack.pop()
             open_count[opener] -= 1
-            pieces[start][1] = _group_factor(pieces, start, index)
+            values[start] = _group_factor(kinds, values, start, index)
     for unmatched in stack:
-        pieces[unmatched][:] = ["text", pieces[unmatched][0]]
+        kinds[unmatched], values[unmatched] = "text", kinds[unmatched]
 
 
-def _group_factor(pieces: list[list], start: int, end: int) -> float:
-    """Factor of the group `pieces[start..end]`; strips a trailing `:number` from `(...)` groups."""
-    if pieces[start][0] == "[":
+def _group_factor(kinds: list[str], values: list, start: int, end: int) -> float:
+    """Factor of the group `start..end`; strips a trailing `:number` from `(...)` groups."""
+    if kinds[start] == "[":
         return 1 / BRACKET_FACTOR
-    last = pieces[end - 1] if end - 1 > start else None
-    if last is None or last[0] != "text":
+    last = end - 1
+    if last == start or kinds[last] != "text":
         return BRACKET_FACTOR
     # Only the text run right before this closer can hold the number, and no other group looks at that run.
-    colon = last[1].rfind(":")
-    number = _NUMBER.fullmatch(last[1], colon + 1) if colon >= 0 else None
+    colon = values[last].rfind(":")
+    number = _NUMBER.fullmatch(values[last], colon + 1) if colon >= 0 else None
     if number is None:
         return BRACKET_FACTOR
-    last[1] = last[1][:colon]
+    values[last] = values[last][:colon]
     return float(number.group(1))
 
 
@@ -120,8 +121,8 @@ def parse_prompt_weights(prompt: str) -> list[list[tuple[str, float]]]:
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
-    pieces = _pieces(prompt)
-    _match_brackets(pieces)
+    kinds, values = _pieces(prompt)
+    _match_brackets(kinds, values)
     # Runs collect their text as lists so that merging many neighbours stays linear.
     parts: list[list[tuple[list[str], float]]] = [[]]
     factors = [1.0]
@@ -135,7 +136,7 @@ def parse_prompt_weights(prompt: str) -> list[list[tuple[str, float]]]:
         else:
             runs.append(([text], weight))
 
-    for kind, value in pieces:
+    for kind, value in zip(kinds, values):
         if kind == "text":
             segments = _BREAK.split(value)
             emit(segments[0], factors[-1])
