@@ -38,7 +38,8 @@ Work that is identical across rows is done once: within the prompts and within t
 first appearance, and shared by index, so a batch without repeats runs exactly the forward it ran before. Prompts of
 at most 77 tokens without weights keep stock's forwards, repeats included (stock's outputs bit for bit). The
 empty-prompt reference of weighted prompts has a forward of its own, so unweighted positions of a weighted prompt
-are exactly those of the same prompt without weights.
+are exactly those of the same prompt without weights. That forward is the offset rule's only extra cost: per
+weighted guidance branch, one row per encoder (in chunked mode a single 77-token window for bigG).
 """
 
 from __future__ import annotations
@@ -354,12 +355,15 @@ def _forward(run, ids: torch.Tensor, deduplicate: bool):
 # ---------------------------------------------------------------- weighting
 
 
-def _apply_weights(states: torch.Tensor, weights: torch.Tensor, empty: torch.Tensor, weighting: str) -> torch.Tensor:
-    """Weight `[rows, length, dim]` states per position (see the module docstring for the rules)."""
+def _apply_weights(states: torch.Tensor, weights: torch.Tensor, weighting: str, empty) -> torch.Tensor:
+    """Weight `[rows, length, dim]` states per position (see the module docstring for the rules).
+
+    `empty()` returns the empty prompt's states at the same positions; only the offset rule needs (and runs) it.
+    """
     weights = weights.to(states.device)
     w = weights[..., None]
     if weighting == "offset":
-        reference = empty.float()
+        reference = empty().float()
         weighted = reference + w * (states.float() - reference)
         # Unweighted positions keep their states untouched (not recomputed through the formula).
         return torch.where(w != 1, weighted.to(states.dtype), states)
@@ -393,8 +397,8 @@ def _first_chunked(pipe, content, weights, length, hidden_index, weighting, dedu
     if any(row is not None for row in weights):
         # The empty prompt gets a forward of its own, so the prompts' forward (and every unweighted position) is
         # exactly the one an unweighted call runs.
-        empty = run(_padded_ids([[]], length, *special)[0])
-        states = _apply_weights(states, _position_weights(weights, length), empty, weighting)
+        empty = lambda: run(_padded_ids([[]], length, *special)[0])  # noqa: E731
+        states = _apply_weights(states, _position_weights(weights, length), weighting, empty)
     return states
 
 
@@ -423,9 +427,11 @@ def _second_chunked(pipe, content, weights, length, hidden_index, weighting, ded
         aligned = states.reshape(-1, states.shape[-1])[flat_index]
     if any(row is not None for row in weights):
         # "" as stock tokenizes it (one window), in a forward of its own (see `_first_chunked`).
-        _, empty = run(_window_ids([[]], WINDOW_LENGTH, tokenizer)[0])
-        slots = gather.to(empty.device) % WINDOW_LENGTH
-        aligned = _apply_weights(aligned, _position_weights(weights, length), empty[0][slots], weighting)
+        def empty():
+            window = run(_window_ids([[]], WINDOW_LENGTH, tokenizer)[0])[1][0]
+            return window[gather.to(window.device) % WINDOW_LENGTH]
+
+        aligned = _apply_weights(aligned, _position_weights(weights, length), weighting, empty)
     return aligned, pooled
 
 
@@ -460,8 +466,8 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
             states = states[index]
             pooled = None if pooled is None else pooled[index]
         if any(row is not None for row in weights):
-            _, empty = forward(_padded_ids([[]], length, *special)[0])
-            states = _apply_weights(states, _position_weights(weights, length), empty, weighting)
+            empty = lambda: forward(_padded_ids([[]], length, *special)[0])[1]  # noqa: E731
+            states = _apply_weights(states, _position_weights(weights, length), weighting, empty)
         return states, pooled
 
     text_encoder_2 = pipe.text_encoder_2
