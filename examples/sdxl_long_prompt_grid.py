@@ -1,4 +1,6 @@
-"""Short-vs-long prompt grid: stock SDXL (truncates at 77 tokens) next to LongCLIP-L chunked and paper modes.
+"""Prompt grid: stock SDXL (truncates at 77 tokens, reads weights as text) next to LongCLIP-L chunked and paper modes.
+
+Rows: a short prompt, a long one, and the long one with A1111-style weights and a BREAK.
 
 With real weights:
 
@@ -31,6 +33,16 @@ LONG = (
     "and smoke rising from its chimney. The sky fades from orange near the horizon to deep violet overhead, with the "
     "first stars appearing. Painted in the style of a detailed oil painting with visible brush strokes."
 )
+# The same scene with weights past token 77 and a BREAK that starts the style part in a window of its own.
+WEIGHTED = (
+    "A lighthouse on a rocky coast at sunset. The tower is painted in (red and white stripes:1.3) and its lamp is "
+    "already glowing. Waves crash against black rocks below, throwing white spray into the air. To the left, a small "
+    "wooden fishing boat with a green hull and a (yellow sail:1.4) is heading home, and three seagulls circle above "
+    "it. In the foreground, a narrow dirt path lined with (purple heather) leads up the hill to a tiny cottage with a "
+    "blue door and [smoke rising from its chimney]. BREAK Painted in the style of a detailed oil painting with "
+    "visible brush strokes."
+)
+NEGATIVE = "(blurry:1.2), low quality"
 
 
 def load(args):
@@ -72,7 +84,7 @@ def main() -> None:
 
     stock, long = load(args)
     columns = [("stock SDXL", stock, None), ("LongCLIP chunked", long, "chunked"), ("LongCLIP paper", long, "paper")]
-    rows = [("short", SHORT), ("long", LONG)]
+    rows = [("short", SHORT), ("long", LONG), ("weighted", WEIGHTED)]
     for label, text in rows:
         print(f"{label} prompt: {len(long.tokenizer(text).input_ids)} tokens")
     cell, header = args.size, 16
@@ -84,6 +96,7 @@ def main() -> None:
                 pipe.long_prompt_mode = mode
             image = pipe(
                 prompt=text,
+                negative_prompt=NEGATIVE,
                 num_inference_steps=args.steps,
                 height=args.size,
                 width=args.size,

@@ -47,6 +47,7 @@ class RepoBuild:
         default_prompt_name: sentence-transformers default prompt.
         module_config: Overrides of the family's default `multimodal_config.json`.
         files: Extra JSON files `{name: payload}` (for example training metadata).
+        text_files: Extra generated text files `{name: content}` (for example a generated code file).
         dtype: Weight dtype to save (None keeps the model's).
         after_write: Called with the output folder once the repo is written (for side outputs such as a tiny
             SDXL base folder); its return value is reported by `mmhub`.
@@ -60,6 +61,7 @@ class RepoBuild:
     default_prompt_name: str | None = None
     module_config: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)
+    text_files: dict[str, str] = field(default_factory=dict)
     dtype: torch.dtype | None = None
     after_write: Callable[[str], Any] | None = None
 
@@ -91,6 +93,9 @@ def write_repo(family: Family, build: RepoBuild, out_dir: str) -> str:
         )
     for name, payload in build.files.items():
         write_json(os.path.join(out_dir, name), payload)
+    for name, content in build.text_files.items():
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as handle:
+            handle.write(content)
     render_model_card(family, out_dir, **build.card)
     if build.after_write is not None:
         build.after_write(out_dir)

@@ -58,6 +58,7 @@ class Family:
             sentence-transformers module's own files included; the contract suite checks that the files' relative
             imports and the `auto_map` entries resolve within this list.
         rename: Code files stored under another name in the repo (`pipeline.py` for diffusers).
+        generated_code: Code files the converter writes per repo (not package files), which the code files import.
         auto_map: The `auto_map` of the repo's `config.json` (the processor's `AutoProcessor` entry included).
         modalities: What the repo embeds, in the sentence-transformers module's terms.
         st_module: Default `multimodal_config.json` of the sentence-transformers module (None: no ST files).
@@ -74,6 +75,7 @@ class Family:
     converter: str
     code_files: tuple[str, ...]
     rename: Mapping[str, str] = field(default_factory=dict)
+    generated_code: tuple[str, ...] = ()
     auto_map: Mapping[str, str] = field(default_factory=dict)
     modalities: tuple[str, ...] = ()
     st_module: Mapping[str, Any] | None = None
@@ -180,8 +182,15 @@ FAMILIES: dict[str, Family] = {
             name="longclip-sdxl",
             summary="LongCLIP-L for SDXL: 248-token text encoder, tokenizer and pipeline code for any SDXL base",
             converter="hub_configs.longclip_sdxl",
-            code_files=("diffusers_adapters/pipeline_longclip_sdxl.py",),
+            code_files=(
+                "diffusers_adapters/pipeline_longclip_sdxl.py",
+                "diffusers_adapters/sdxl_prompt_weights.py",
+                "diffusers_adapters/sdxl_long_prompt_encoder.py",
+                "diffusers_adapters/sdxl_modular_blocks.py",
+            ),
             rename={"diffusers_adapters/pipeline_longclip_sdxl.py": "pipeline.py"},
+            # The Hub id the repo is published as, read by pipeline.py for one-line custom_pipeline loading.
+            generated_code=("longclip_sdxl_repo.py",),
             doors=("text_encoder", "custom_pipeline"),
             default_dtype="fp16",
             extras=("diffusers",),

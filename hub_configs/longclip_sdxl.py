@@ -12,6 +12,10 @@ from .builder import RepoBuild
 
 logger = logging.getLogger(__name__)
 
+# Generated into the repo (not a package file): the Hub id `pipeline.py` loads the LongCLIP-L pair from when
+# `custom_pipeline=<this repo>` is used without `text_encoder`/`tokenizer`.
+REPO_ID_FILE = "longclip_sdxl_repo.py"
+_REPO_ID_HELP = "ORG/NAME the repo will be pushed as; lets custom_pipeline=<repo> load the text encoder by itself"
 # SDXL's first encoder is CLIP ViT-L/14: its hidden size must match what the UNet cross-attends to.
 SDXL_FIRST_ENCODER_WIDTH = 768
 # Tiny SDXL, sized like diffusers' own SDXL tests: both encoders 32 wide, UNet cross-attention 64 = 32 + 32.
@@ -40,10 +44,46 @@ def text_encoder_from_clip(config, hf_state_dict: dict[str, torch.Tensor]):
     return model.eval()
 
 
+def repo_id_module(repo_id: str | None) -> str:
+    """The source of `longclip_sdxl_repo.py`, recording the Hub id (or None) the adapter repo is published as.
+
+    Every adapter repo carries this file: diffusers copies each relatively imported module next to `pipeline.py`,
+    and fails on a missing one.
+    """
+    if repo_id is not None and (repo_id.count("/") != 1 or not all(repo_id.split("/"))):
+        raise ValueError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    return '"""Hub id of this LongCLIP-L SDXL adapter repo (None: not recorded); written by mmhub."""\n\n' + (
+        f"ADAPTER_REPO = {repo_id!r}\n"
+    )
+
+
+def write_repo_id(out_dir: str, repo_id: str | None) -> str:
+    """Rewrite `longclip_sdxl_repo.py` of a built adapter repo (for example before pushing it under another id)."""
+    path = os.path.join(out_dir, REPO_ID_FILE)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(repo_id_module(repo_id))
+    return path
+
+
+def before_push(out_dir: str, repo_id: str) -> None:
+    """`mmhub push` hook: the pushed repo records the id it is pushed as, so one-line loading finds its encoder."""
+    write_repo_id(out_dir, repo_id)
+
+
 def adapter_build(
-    text_encoder, *, dtype: str = "fp16", model_name: str = "LongCLIP-L-SDXL", source: str = "", random_weights=False
+    text_encoder,
+    *,
+    dtype: str = "fp16",
+    model_name: str = "LongCLIP-L-SDXL",
+    source: str = "",
+    random_weights: bool = False,
+    repo_id: str | None = None,
 ) -> RepoBuild:
-    """The adapter repo: `text_encoder/` and `tokenizer/` (stock classes, 248 tokens), `pipeline.py`, card."""
+    """The adapter repo: `text_encoder/` and `tokenizer/` (stock classes, 248 tokens), the code files, card.
+
+    `repo_id` is the Hub id the repo will be published as; with it, `custom_pipeline=<repo>` loads the LongCLIP-L
+    pair by itself.
+    """
     from .clip_tokenizer import build_clip_tokenizer
 
     positions = text_encoder.config.max_position_embeddings
@@ -61,10 +101,10 @@ def adapter_build(
         "dtype": dtype,
     }
     components = {"text_encoder": text_encoder, "tokenizer": build_clip_tokenizer(model_max_length=positions)}
-    return RepoBuild(components=components, card=card)
+    return RepoBuild(components=components, card=card, text_files={REPO_ID_FILE: repo_id_module(repo_id)})
 
 
-def build_from_checkpoint(checkpoint: str, *, dtype: str = "fp16") -> RepoBuild:
+def build_from_checkpoint(checkpoint: str, *, dtype: str = "fp16", repo_id: str | None = None) -> RepoBuild:
     """Original `longclip-L.pt` -> adapter `RepoBuild` (the `mmhub convert longclip-sdxl` path)."""
     from .longclip import load_original_checkpoint, original_to_hf
 
@@ -76,7 +116,10 @@ def build_from_checkpoint(checkpoint: str, *, dtype: str = "fp16") -> RepoBuild:
             f"tower. Use longclip-L.pt (LongCLIP-B does not fit SDXL)."
         )
     return adapter_build(
-        text_encoder_from_clip(config, hf_state_dict), dtype=dtype, source=os.path.basename(checkpoint)
+        text_encoder_from_clip(config, hf_state_dict),
+        dtype=dtype,
+        source=os.path.basename(checkpoint),
+        repo_id=repo_id,
     )
 
 
@@ -192,21 +235,27 @@ def write_tiny_sdxl_base(out_dir: str, *, seed: int = 0) -> str:
 
 def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="original longclip-L.pt")
+    parser.add_argument("--repo-id", default=None, help=_REPO_ID_HELP)
 
 
 def convert(args: argparse.Namespace) -> RepoBuild:
     """`mmhub convert longclip-sdxl`: original `longclip-L.pt` -> adapter repo."""
-    return build_from_checkpoint(args.checkpoint, dtype=args.dtype)
+    return build_from_checkpoint(args.checkpoint, dtype=args.dtype, repo_id=args.repo_id)
 
 
 def add_tiny_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-out", default=None, help="tiny SDXL base folder (default: <out>-sdxl-base beside it)")
+    parser.add_argument("--repo-id", default=None, help=_REPO_ID_HELP)
 
 
 def tiny(seed: int, args: argparse.Namespace | None = None) -> RepoBuild:
     """`mmhub tiny longclip-sdxl`: a tiny random adapter repo plus a tiny random SDXL base folder beside it."""
     build = adapter_build(
-        build_tiny_text_encoder(seed=seed), dtype="fp32", model_name="LongCLIP-SDXL-tiny-random", random_weights=True
+        build_tiny_text_encoder(seed=seed),
+        dtype="fp32",
+        model_name="LongCLIP-SDXL-tiny-random",
+        random_weights=True,
+        repo_id=getattr(args, "repo_id", None),
     )
     base_out = getattr(args, "base_out", None)
     build.after_write = lambda out: write_tiny_sdxl_base(base_out or default_base_dir(out), seed=seed)

@@ -24,6 +24,19 @@ def list_upload_files(folder: str) -> list[str]:
     return sorted(files)
 
 
+def prepare_for_repo_id(folder: str, repo_id: str) -> None:
+    """Let the folder's family record the Hub id it is published under (its converter's `before_push` hook)."""
+    from .families import family_of
+
+    try:
+        family = family_of(folder)
+    except ValueError:
+        return  # not a folder of a registered family: nothing to record
+    hook = getattr(family.module(), "before_push", None)
+    if hook is not None:
+        hook(folder, repo_id)
+
+
 def push_folder(folder: str, repo_id: str, *, private: bool = False, dry_run: bool = False, message: str = "") -> None:
     """Create `repo_id` if needed and upload `folder` to it, or only list the files with `dry_run`."""
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
@@ -35,6 +48,7 @@ def push_folder(folder: str, repo_id: str, *, private: bool = False, dry_run: bo
         print(f"  {name}  {os.path.getsize(os.path.join(folder, name)) / 1e6:.2f} MB")
     if dry_run:
         return
+    prepare_for_repo_id(folder, repo_id)
     from huggingface_hub import HfApi
 
     api = HfApi()

@@ -125,6 +125,7 @@ def test_registry_entry_is_complete(name):
     assert os.path.basename(family.template_dir) == name
     assert os.path.isfile(os.path.join(family.template_dir, "model_card.md"))
     shipped = {family.rename.get(path, os.path.basename(path)) for path in family.code_files}
+    shipped |= set(family.generated_code)
     for path in family.code_files:
         source = os.path.join(REPO_ROOT, path)
         assert os.path.isfile(source), path
@@ -153,6 +154,8 @@ def test_repo_layout_follows_the_registry(name, family_repos):
     for path in family.code_files:
         shipped = os.path.join(repo, family.rename.get(path, os.path.basename(path)))
         assert filecmp.cmp(os.path.join(REPO_ROOT, path), shipped, shallow=False), path
+    for name in family.generated_code:
+        assert os.path.isfile(os.path.join(repo, name)), name
     if family.auto_map:
         assert _read_json(repo, "config.json")["auto_map"] == config_auto_map(family)
         processor = _read_json(repo, "processor_config.json")
@@ -412,9 +415,12 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
     """A fresh process with HF_HUB_OFFLINE=1 loads `org/<name>` from a Hub-cache layout through each claimed door."""
     from conftest import make_hub_cache, run_fresh_python
 
+    from hub_configs.publish import prepare_for_repo_id
+
     family, repo = FAMILIES[name], family_repos(name)
     cache = tmp_path / "hub"
     snapshot = make_hub_cache(str(cache), f"org/{name}", repo)
+    prepare_for_repo_id(snapshot, f"org/{name}")  # what `mmhub push --repo-id org/<name>` does before uploading
     image_path = tmp_path / "photo.png"
     _images()[1].save(image_path)
     checks = {

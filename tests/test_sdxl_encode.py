@@ -5,19 +5,23 @@ from __future__ import annotations
 import copy
 import functools
 
+import numpy as np
 import pytest
 import torch
 from sdxl_fixtures import (
     assert_all_equal,
+    kps_loop,
     long_components,
     long_pipeline,
     longclip_pair,
+    paper_reference,
     stock_pipeline,
     tiny_components,
     words,
 )
 
 import diffusers_adapters.pipeline_longclip_sdxl as adapter
+import diffusers_adapters.sdxl_long_prompt_encoder as encoder_module
 
 CPU = torch.device("cpu")
 
@@ -81,7 +85,7 @@ def _fake_lora(monkeypatch, modules):
 def test_lora_scale_applied_and_restored_like_stock(monkeypatch):
     import diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl as stock_module
 
-    _fake_lora(monkeypatch, [stock_module, adapter])
+    _fake_lora(monkeypatch, [stock_module, encoder_module])
     components = tiny_components(fresh=True)
     stock, long = stock_pipeline(components), long_pipeline(components)
     norm = components["text_encoder_2"].text_model.final_layer_norm.weight
@@ -220,7 +224,7 @@ def test_negative_longer_than_positive():
 
 def test_over_248_tokens_truncates_with_one_warning(monkeypatch):
     messages = []
-    monkeypatch.setattr(adapter.logger, "warning", lambda message, *args: messages.append(message))
+    monkeypatch.setattr(encoder_module.logger, "warning", lambda message, *args: messages.append(message))
     long = long_pipeline()
     too_long = long.encode_prompt([words(300), words(250, 1)], device=CPU, negative_prompt=words(260))
     exact = long.encode_prompt([words(246), words(246, 1)], device=CPU, negative_prompt=words(246))
@@ -265,51 +269,175 @@ def test_fp16_cast():
 # ---------------------------------------------------------------- paper mode vs a re-implementation of the recipe
 
 
-def _kps_loop(old: torch.Tensor, keep: int = 20) -> torch.Tensor:
-    """Knowledge-preserved stretching written row by row, as the Long-CLIP SDXL script does it."""
-    length, dim = old.shape
-    new = torch.zeros(4 * length - 3 * keep, dim)
-    new[:keep] = old[:keep]
-    for i in range(length - 1 - keep):
-        for k in range(4):
-            new[4 * i + k + keep] = (4 - k) * old[i + keep] / 4 + k * old[i + 1 + keep] / 4
-    for k in range(4):
-        new[4 * length - 3 * keep - 4 + k] = old[length - 1] + k * (old[length - 1] - old[length - 2]) / 4
-    return new
-
-
 def test_stretch_position_embedding_matches_loop():
     old = torch.randn(77, 16)
-    torch.testing.assert_close(adapter.stretch_position_embedding(old), _kps_loop(old))
+    torch.testing.assert_close(adapter.stretch_position_embedding(old), kps_loop(old))
     with pytest.raises(ValueError, match="weight"):
         adapter.stretch_position_embedding(torch.randn(77))
 
 
 def test_paper_mode_matches_recipe():
     import open_clip
-    from transformers import CLIPTextModelWithProjection
 
     components = long_components()
-    te1, te2 = components["text_encoder"], components["text_encoder_2"]
+    te2 = components["text_encoder_2"]
     prompts = [words(200), "a red cat"]
     long = long_pipeline(components, mode="paper")
     embeds, negative, pooled, negative_pooled = long.encode_prompt(prompts, device=CPU, negative_prompt="blurry")
 
     # open_clip's own tokenizer: BOS + BPE + EOS, zero padding, cut to 248 with EOS last.
-    ids = open_clip.tokenize(prompts, context_length=248)
-    stretched_config = te2.config.to_dict() | {"max_position_embeddings": 248}
-    stretched = CLIPTextModelWithProjection(type(te2.config)(**stretched_config)).eval()
-    state = dict(te2.state_dict())
-    state["text_model.embeddings.position_embedding.weight"] = _kps_loop(
-        te2.text_model.embeddings.position_embedding.weight.detach()
-    )
-    stretched.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        big = stretched(ids)
-        expected = torch.cat([te1(ids).last_hidden_state, big.last_hidden_state], dim=-1)
+    expected, expected_pooled = paper_reference(components, open_clip.tokenize(prompts, context_length=248))
     assert embeds.shape == (2, 248, 64)
     torch.testing.assert_close(embeds, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pooled, big.text_embeds, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pooled, expected_pooled, rtol=1e-5, atol=1e-5)
     assert negative.shape == embeds.shape
     # bigG's own table is back in place afterwards
     assert te2.text_model.embeddings.position_embedding.weight.shape[0] == 77
+
+
+# ---------------------------------------------------------------- identical windows are forwarded once
+
+
+def _count_rows(module, counts: list[int]):
+    def hook(_, args, kwargs):
+        counts.append((kwargs["input_ids"] if "input_ids" in kwargs else args[0]).shape[0])
+
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_identical_rows_and_windows_forwarded_once():
+    components = long_components()
+    pipe = long_pipeline(components)
+    rows_1, rows_2 = [], []
+    handles = [_count_rows(components["text_encoder"], rows_1), _count_rows(components["text_encoder_2"], rows_2)]
+    # The issue's case: batch 4 at 246 tokens, a 5-token negative. Each row has 4 bigG windows; the negative's
+    # windows 1-3 are all padding and its 4 rows are the same.
+    prompts, negative = [words(246, offset) for offset in range(4)], words(5, 3)
+    try:
+        deduplicated = pipe.encode_prompt(prompts, device=CPU, negative_prompt=negative)
+        assert rows_1 == [4, 1] and rows_2 == [16, 2]
+        rows_1.clear(), rows_2.clear()
+        every_window = adapter.encode_long_prompt(
+            pipe, prompts, device=CPU, negative_prompt=negative, deduplicate=False
+        )
+        assert rows_1 == [4, 4] and rows_2 == [16, 16]
+    finally:
+        for handle in handles:
+            handle.remove()
+    for left, right in zip(deduplicated, every_window):
+        torch.testing.assert_close(left, right, rtol=1e-6, atol=1e-6)
+
+
+def test_deduplicated_batch_equals_distinct_window_reference_exactly():
+    from sdxl_fixtures import chunked_reference, joint_length, token_ids
+
+    components = long_components()
+    pipe = long_pipeline(components)
+    prompts = [words(200), words(100, 3), words(200), words(170, 5)]
+    negatives = ["blurry", words(90, 1), "blurry", "blurry"]
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompts, device=CPU, negative_prompt=negatives)
+    tokenizer = components["tokenizer"]
+    positive_ids, negative_ids = ([token_ids(tokenizer, p) for p in texts] for texts in (prompts, negatives))
+    length = joint_length(*positive_ids, *negative_ids)
+    # The reference forwards each distinct row and window once, in order of first appearance: the same batches the
+    # adapter runs, so the results must be identical, not merely close.
+    for (states, pooled_states), ids in (
+        ((embeds, pooled), positive_ids),
+        ((negative, negative_pooled), negative_ids),
+    ):
+        expected, expected_pooled = chunked_reference(components, ids, length)
+        assert torch.equal(states, expected) and torch.equal(pooled_states, expected_pooled)
+    assert torch.equal(embeds[0], embeds[2]) and torch.equal(negative[2], negative[3])
+
+
+def test_repeated_prompts_equal_the_distinct_batch_exactly():
+    pipe = long_pipeline()
+    distinct = pipe.encode_prompt([words(200), words(130, 2)], device=CPU, negative_prompt=["blurry"] * 2)
+    repeated = pipe.encode_prompt([words(200), words(130, 2)] * 2, device=CPU, negative_prompt=["blurry"] * 4)
+    for left, right in zip(distinct, repeated):
+        assert torch.equal(left.repeat(2, *([1] * (left.ndim - 1))), right)
+
+
+# ---------------------------------------------------------------- precomputed embeddings (compel)
+
+
+def test_compel_embeddings_of_any_length_accepted_like_stock():
+    from compel import CompelForSDXL
+
+    stock = stock_pipeline()
+    conditioning = CompelForSDXL(stock, device="cpu")(f"(red)1.3 {words(228)}", negative_prompt="blurry")
+    assert conditioning.embeds.shape[1] == 308  # compel's length for a 230-token prompt
+    long = long_pipeline()
+    given = dict(
+        prompt=None,
+        prompt_embeds=conditioning.embeds,
+        pooled_prompt_embeds=conditioning.pooled_embeds,
+        negative_prompt_embeds=conditioning.negative_embeds,
+        negative_pooled_prompt_embeds=conditioning.negative_pooled_embeds,
+    )
+    for extra in (dict(num_images_per_prompt=2), dict(do_classifier_free_guidance=False)):
+        kwargs = dict(given, device=CPU, **extra)
+        assert_all_equal(stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs))
+    zeros = dict(prompt=None, prompt_embeds=given["prompt_embeds"], pooled_prompt_embeds=given["pooled_prompt_embeds"])
+    assert_all_equal(stock.encode_prompt(**zeros, device=CPU), long.encode_prompt(**zeros, device=CPU))
+    long.set_progress_bar_config(disable=True)
+    run = dict(
+        num_inference_steps=2, height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(0)
+    )
+    images = long(**{key: value for key, value in given.items() if key != "prompt"}, **run).images
+    stock.set_progress_bar_config(disable=True)
+    run["generator"] = torch.Generator().manual_seed(0)
+    assert np.array_equal(
+        images, stock(**{key: value for key, value in given.items() if key != "prompt"}, **run).images
+    )
+
+
+def test_text_negative_next_to_precomputed_embeddings_takes_their_length():
+    long = long_pipeline()
+    embeds, _, pooled, _ = long.encode_prompt(words(130), device=CPU, do_classifier_free_guidance=False)
+    _, negative, _, negative_pooled = long.encode_prompt(
+        None, prompt_embeds=embeds, pooled_prompt_embeds=pooled, negative_prompt=words(20), device=CPU
+    )
+    assert negative.shape == embeds.shape == (1, 154, 64)
+    solo = long.encode_prompt([words(20), words(130)], device=CPU, do_classifier_free_guidance=False)
+    torch.testing.assert_close(negative, solo[0][:1])
+    torch.testing.assert_close(negative_pooled, solo[2][:1])
+    too_long = torch.zeros(1, 308, 64)
+    with pytest.raises(ValueError, match="308 positions.*negative_prompt_embeds"):
+        long.encode_prompt(None, prompt_embeds=too_long, pooled_prompt_embeds=pooled, negative_prompt="x", device=CPU)
+    with pytest.raises(ValueError, match="pooled_prompt_embeds"):
+        long.encode_prompt(None, prompt_embeds=embeds, device=CPU)
+    with pytest.raises(ValueError, match="negative_prompt_embeds.*154"):
+        long.encode_prompt(
+            words(130), negative_prompt_embeds=too_long[:, :77], negative_pooled_prompt_embeds=pooled, device=CPU
+        )
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def test_truncation_warned_once_naming_the_text_once(monkeypatch):
+    import transformers.tokenization_utils_base as tokenization
+
+    messages, third_party = [], []
+    monkeypatch.setattr(encoder_module.logger, "warning", lambda message, *args: messages.append(message))
+    monkeypatch.setattr(tokenization.logger, "warning", lambda message, *args: third_party.append(message))
+    long = long_pipeline()
+    tail = " ".join(["zebra"] * 5)
+    long.encode_prompt([f"{words(246)} {tail}"] * 3, device=CPU, negative_prompt=f"{words(240)} (dark) {tail}")
+    assert len(messages) == 1 and messages[0].count("zebra zebra zebra zebra zebra") == 1, messages
+    long.encode_prompt(words(200), device=CPU, negative_prompt=words(150))
+    assert len(messages) == 1 and third_party == [], third_party
+
+
+@pytest.mark.parametrize("negative", [None, "blurry"])
+def test_refiner_short_prompts_bitwise_stock(negative):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from sdxl_fixtures import refiner_components
+
+    stock = StableDiffusionXLImg2ImgPipeline(**refiner_components(), requires_aesthetics_score=True)
+    long = adapter.enable_long_prompts(
+        StableDiffusionXLImg2ImgPipeline(**refiner_components(), requires_aesthetics_score=True)
+    )
+    kwargs = dict(prompt=["a red cat", words(75)], negative_prompt=negative, num_images_per_prompt=2, device=CPU)
+    assert_all_equal(stock.encode_prompt(**kwargs), long.encode_prompt(**kwargs))
