@@ -538,7 +538,23 @@ def make_reshapes_batch_safe(model, feeds: Sequence[Mapping[str, Any]]) -> int:
             graph.initializer.append(numpy_helper.from_array(piece, constant))
             concat.input[position] = constant
             rewritten += 1
+    if rewritten:
+        drop_unused(graph)
     return rewritten
+
+
+def drop_unused(graph) -> None:
+    """Remove nodes and initializers nothing reads any more (ONNX Runtime would warn about each one)."""
+    while True:
+        used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
+        dead = [node for node in graph.node if not any(name in used for name in node.output)]
+        for node in dead:
+            graph.node.remove(node)
+        if not dead:
+            break
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def declare_symbolic_dims(model, dims: Mapping[str, Iterable[int]]) -> None:
@@ -767,13 +783,17 @@ def variant_cosine(spec: GraphSpec, path: str) -> float:
 # ------------------------------------------------------------------------------------------------- side files
 
 
+def read_json(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def processor_image_settings(repo_dir: str) -> dict[str, Any] | None:
     """The image processor's settings as `processor_config.json` holds them (None if it has none)."""
     path = os.path.join(repo_dir, PROCESSOR_CONFIG)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        processor = json.load(handle)
+    processor = read_json(path)
     image = processor.get("image_processor")
     if image is None:
         return None
@@ -797,8 +817,7 @@ def write_preprocessor_config(repo_dir: str) -> str | None:
 def declare_external_data(repo_dir: str, files: Sequence[str]) -> None:
     """Record the graphs with external data in `config.json` (`transformers.js_config`), as transformers.js reads."""
     path = os.path.join(repo_dir, "config.json")
-    with open(path, encoding="utf-8") as handle:
-        config = json.load(handle)
+    config = read_json(path)
     js_config = dict(config.get(TRANSFORMERS_JS_CONFIG) or {})
     declared = {name: value for name, value in (js_config.get("use_external_data_format") or {}).items()}
     for name in files:
