@@ -33,7 +33,14 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from st_modules.onnx_backend import EXTERNAL_DATA_SUFFIX, JOINT_FILE_STEM, ONNX_SUBFOLDER, TOWER_FILE_STEMS
+from st_modules.onnx_backend import (
+    EXTERNAL_DATA_SUFFIX,
+    JOINT_FILE_STEM,
+    ONNX_SUBFOLDER,
+    PREPROCESSOR_CONFIG,
+    TOWER_FILE_STEMS,
+    write_preprocessor_config,
+)
 
 from .builder import write_json
 
@@ -42,8 +49,6 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 # protobuf cannot serialise a model of 2 GiB or more; larger graphs keep their tensors in an external data file.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
-PREPROCESSOR_CONFIG = "preprocessor_config.json"
-PROCESSOR_CONFIG = "processor_config.json"
 TRANSFORMERS_JS_CONFIG = "transformers.js_config"
 
 # Dynamic int8 quantization schemes by file-name suffix: (weights signed, per channel, reduce range). The
@@ -786,32 +791,6 @@ def variant_cosine(spec: GraphSpec, path: str) -> float:
 def read_json(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def processor_image_settings(repo_dir: str) -> dict[str, Any] | None:
-    """The image processor's settings as `processor_config.json` holds them (None if it has none)."""
-    path = os.path.join(repo_dir, PROCESSOR_CONFIG)
-    if not os.path.isfile(path):
-        return None
-    processor = read_json(path)
-    image = processor.get("image_processor")
-    if image is None:
-        return None
-    settings = dict(image)
-    if processor.get("processor_class"):
-        # transformers.js picks its processor class (tokenizer + image processor) from this key.
-        settings["processor_class"] = processor["processor_class"]
-    return settings
-
-
-def write_preprocessor_config(repo_dir: str) -> str | None:
-    """Write `preprocessor_config.json` from `processor_config.json`'s image processor (returns its path)."""
-    settings = processor_image_settings(repo_dir)
-    if settings is None:
-        return None
-    path = os.path.join(repo_dir, PREPROCESSOR_CONFIG)
-    write_json(path, settings)
-    return path
 
 
 def declare_external_data(repo_dir: str, files: Sequence[str]) -> None:

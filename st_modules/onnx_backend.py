@@ -12,6 +12,7 @@ Variants follow the file names of both ecosystems: `model_kwargs={"file_name": "
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -36,6 +37,35 @@ EXTERNAL_DATA_SUFFIX = "_data"
 ACCEPTED_MODEL_KWARGS = ("file_name", "subfolder", "provider", "provider_options", "session_options")
 # Execution providers that do not compute locally and must not be the default.
 _NON_COMPUTE_PROVIDERS = ("AzureExecutionProvider",)
+
+
+PROCESSOR_CONFIG = "processor_config.json"
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
+
+
+def write_preprocessor_config(directory: str) -> str | None:
+    """Write `preprocessor_config.json` from the image processor settings in `processor_config.json`.
+
+    transformers.js and other ONNX runtimes read the image settings from `preprocessor_config.json`, and pick their
+    processor class (tokenizer and image processor together) from its `processor_class`; transformers 5 saves them
+    nested in `processor_config.json` only. Returns the path written, or None when there is no image processor.
+    """
+    source = os.path.join(directory, PROCESSOR_CONFIG)
+    if not os.path.isfile(source):
+        return None
+    with open(source, encoding="utf-8") as handle:
+        processor = json.load(handle)
+    image = processor.get("image_processor")
+    if not isinstance(image, dict):
+        return None
+    settings = dict(image)
+    if processor.get("processor_class"):
+        settings["processor_class"] = processor["processor_class"]
+    path = os.path.join(directory, PREPROCESSOR_CONFIG)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(settings, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return path
 
 
 def tower_file_name(modality: str, file_name: str | None = None) -> str:
@@ -295,4 +325,11 @@ class OnnxTowers:
         return f"OnnxTowers({files})"
 
 
-__all__ = ["OnnxTowers", "TOWER_FILE_STEMS", "JOINT_FILE_STEM", "ONNX_SUBFOLDER", "tower_file_name"]
+__all__ = [
+    "OnnxTowers",
+    "TOWER_FILE_STEMS",
+    "JOINT_FILE_STEM",
+    "ONNX_SUBFOLDER",
+    "tower_file_name",
+    "write_preprocessor_config",
+]
