@@ -441,7 +441,8 @@ def save_model(model, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD) -> bo
             save_as_external_data=True,
             all_tensors_to_one_file=True,
             location=os.path.basename(path) + EXTERNAL_DATA_SUFFIX,
-            size_threshold=0,
+            # Small tensors (shape constants) stay inline: ONNX Runtime's shape inference reads them at load.
+            size_threshold=1024,
         )
     else:
         onnx.save_model(model, path)
