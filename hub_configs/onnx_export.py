@@ -85,6 +85,8 @@ _BATCHES = (2, 3, 2, 5)
 # The calls whose shapes tell the constant parts of every reshape apart from the dynamic ones (three, so that no
 # size coincides by chance in all of them).
 _PROBES = (1, 2, 3)
+# The calls the parity checks run (other batch sizes and lengths than the export's, 1000 audio frames in the second).
+_CHECKS = (1, 2)
 
 
 def variant_suffix(variant: str) -> str:
@@ -609,15 +611,16 @@ def _export_traced(spec: GraphSpec, args, path: str) -> None:
         )
 
 
-def export_fp32(spec: GraphSpec, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD) -> bool:
+def export_fp32(spec: GraphSpec, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD, checks=None) -> bool:
     """Trace `spec`, make its reshapes empty-batch safe and write it to `path`. Returns whether data is external."""
     import onnx
 
+    checks = checks or _Checks(spec)
     with tempfile.TemporaryDirectory(prefix="mmhub-onnx-") as folder:
         traced = os.path.join(folder, "traced.onnx")
         _trace(spec, traced)
         model = onnx.load(traced)  # loads any external data the exporter wrote for a large model
-    rewritten = make_reshapes_batch_safe(model, [spec.sample(k) for k in _PROBES])
+    rewritten = make_reshapes_batch_safe(model, [checks.feed(k) for k in _PROBES])
     if rewritten:
         logger.info("%s: %d reshape pieces made constant (empty-batch safe)", spec.stem, rewritten)
     declare_symbolic_dims(model, spec.symbolic_output_dims)
@@ -675,8 +678,9 @@ def export_graphs(
     os.makedirs(out_dir, exist_ok=True)
     report = ExportReport()
     for spec in specs:
+        checks = _Checks(spec)
         fp32 = os.path.join(out_dir, f"{spec.stem}.onnx")
-        written = {FP32: (fp32, export_fp32(spec, fp32, threshold))}
+        written = {FP32: (fp32, export_fp32(spec, fp32, threshold, checks))}
         by_scheme: dict[tuple[bool, bool, bool], str] = {}
         for variant in variants:
             if variant == FP32:
@@ -700,10 +704,10 @@ def export_graphs(
                 report.external_data.append(name)
                 report.files.append(name + EXTERNAL_DATA_SUFFIX)
         if verify:
-            check_graph(spec, fp32, atol, report)
+            check_graph(spec, fp32, atol, report, checks)
             for variant, (path, _) in written.items():
                 if variant != FP32:
-                    report.min_cosine[os.path.basename(path)] = variant_cosine(spec, path)
+                    report.min_cosine[os.path.basename(path)] = variant_cosine(spec, path, checks)
     return report
 
 
@@ -714,14 +718,34 @@ def _copy_model(source: str, target: str, threshold: int) -> bool:
     return save_model(onnx.load(source), target, threshold)
 
 
-def _torch_outputs(spec: GraphSpec, feed: Mapping[str, Any]) -> list[Any]:
-    import torch
+class _Checks:
+    """The check inputs of one spec and PyTorch's outputs on them, each computed once."""
 
-    args = tuple(torch.from_numpy(feed[name]) for name in spec.inputs)
-    with torch.inference_mode():
-        outputs = (spec.reference or spec.module)(*args)
-    outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-    return [output.float().numpy() for output in outputs]
+    def __init__(self, spec: GraphSpec):
+        self.spec = spec
+        self._feeds: dict[int, dict[str, Any]] = {}
+        self._expected: dict[int, list[Any]] = {}
+
+    def feed(self, k: int) -> dict[str, Any]:
+        if k not in self._feeds:
+            self._feeds[k] = self.spec.sample(k)
+        return self._feeds[k]
+
+    def expected(self, k: int) -> list[Any]:
+        import torch
+
+        if k not in self._expected:
+            feed = self.feed(k)
+            args = tuple(torch.from_numpy(feed[name]) for name in self.spec.inputs)
+            with torch.inference_mode():
+                outputs = (self.spec.reference or self.spec.module)(*args)
+            outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            self._expected[k] = [output.float().numpy() for output in outputs]
+        return self._expected[k]
+
+    def run(self, session, k: int) -> list[Any]:
+        feed = self.feed(k)
+        return session.run(list(self.spec.outputs), {name: feed[name] for name in self.spec.inputs})
 
 
 def _empty_feeds(spec: GraphSpec, feed: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -735,17 +759,15 @@ def _empty_feeds(spec: GraphSpec, feed: Mapping[str, Any]) -> dict[str, dict[str
     return feeds
 
 
-def check_graph(spec: GraphSpec, path: str, atol: float, report: ExportReport) -> float:
-    """Run the fp32 file on the two check inputs and on empty batches; record and enforce parity with PyTorch."""
+def check_graph(spec: GraphSpec, path: str, atol: float, report: ExportReport, checks: _Checks | None = None) -> float:
+    """Run the fp32 file on the check inputs and on empty batches; record and enforce parity with PyTorch."""
     import numpy as np
 
+    checks = checks or _Checks(spec)
     session = _session(path)
     worst = 0.0
-    for k in (1, 2):
-        feed = spec.sample(k)
-        got = session.run(list(spec.outputs), {name: feed[name] for name in spec.inputs})
-        expected = _torch_outputs(spec, feed)
-        for name, a, b in zip(spec.outputs, got, expected):
+    for k in _CHECKS:
+        for name, a, b in zip(spec.outputs, checks.run(session, k), checks.expected(k)):
             if a.shape != b.shape:
                 raise ValueError(f"{os.path.basename(path)}: {name} has shape {a.shape}, PyTorch {b.shape}")
             scale = max(1.0, float(np.abs(b).max()) if b.size else 1.0)
@@ -754,7 +776,7 @@ def check_graph(spec: GraphSpec, path: str, atol: float, report: ExportReport) -
     report.max_abs_diff[os.path.basename(path)] = worst
     if worst > atol:
         raise ValueError(f"{os.path.basename(path)}: ONNX Runtime differs from PyTorch by {worst:.2e} > {atol}")
-    for axis_name, feed in _empty_feeds(spec, spec.sample(1)).items():
+    for axis_name, feed in _empty_feeds(spec, checks.feed(_CHECKS[0])).items():
         try:
             got = session.run(list(spec.outputs), {name: feed[name] for name in spec.inputs})
         except Exception as error:
@@ -767,22 +789,21 @@ def check_graph(spec: GraphSpec, path: str, atol: float, report: ExportReport) -
     return worst
 
 
-def variant_cosine(spec: GraphSpec, path: str) -> float:
-    """Smallest cosine between a variant's output rows and PyTorch's (over every output and both checks)."""
+def variant_cosine(spec: GraphSpec, path: str, checks: _Checks | None = None) -> float:
+    """Smallest cosine between a variant's output rows and PyTorch's (over every output of the first check)."""
     import numpy as np
 
+    checks = checks or _Checks(spec)
     session = _session(path)
     worst = 1.0
-    for k in (1, 2):
-        feed = spec.sample(k)
-        got = session.run(list(spec.outputs), {name: feed[name] for name in spec.inputs})
-        for a, b in zip(got, _torch_outputs(spec, feed)):
-            if not np.isfinite(a).all():
-                raise ValueError(f"{os.path.basename(path)} gives non-finite outputs")
-            a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
-            norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            cosine = (a * b).sum(1) / np.maximum(norms, 1e-12)
-            worst = min(worst, float(cosine.min()) if cosine.size else 1.0)
+    k = _CHECKS[0]
+    for a, b in zip(checks.run(session, k), checks.expected(k)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{os.path.basename(path)} gives non-finite outputs")
+        a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cosine = (a * b).sum(1) / np.maximum(norms, 1e-12)
+        worst = min(worst, float(cosine.min()) if cosine.size else 1.0)
     return worst
 
 
