@@ -39,6 +39,7 @@ from st_modules.onnx_backend import (
     ONNX_SUBFOLDER,
     PREPROCESSOR_CONFIG,
     TOWER_FILE_STEMS,
+    TRANSFORMERS_JS_CONFIG,
     write_preprocessor_config,
 )
 
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 # protobuf cannot serialise a model of 2 GiB or more; larger graphs keep their tensors in an external data file.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
-TRANSFORMERS_JS_CONFIG = "transformers.js_config"
 
 # Dynamic int8 quantization schemes by file-name suffix: (weights signed, per channel, reduce range). The
 # sentence-transformers names carry optimum's presets for those CPUs (ONNX Runtime quantizes activations to uint8

@@ -33,6 +33,8 @@ ONNX_SUBFOLDER = "onnx"
 EXPORT_COMMAND = "mmhub export-onnx {repo}"
 # transformers.js' external-data convention: the tensors of `x.onnx` live in `x.onnx_data`.
 EXTERNAL_DATA_SUFFIX = "_data"
+# The `config.json` section transformers.js reads its ONNX settings from (`use_external_data_format`, ...).
+TRANSFORMERS_JS_CONFIG = "transformers.js_config"
 # The model_kwargs this backend reads; anything else (dtype, device_map, ...) belongs to the torch backend.
 ACCEPTED_MODEL_KWARGS = ("file_name", "subfolder", "provider", "provider_options", "session_options")
 # Execution providers that do not compute locally and must not be the default.
@@ -228,6 +230,14 @@ class OnnxTowers:
         else:
             names = {modality: tower_file_name(modality, file_name) for modality in modalities}
 
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(
+            model_name_or_path, trust_remote_code=trust_remote_code, **(hub_kwargs or {}), **(config_kwargs or {})
+        )
+        # Graphs over 2 GB keep their tensors in `<file>_data`, declared where transformers.js reads it.
+        js_config = getattr(config, TRANSFORMERS_JS_CONFIG, None) or {}
+        with_data = set(js_config.get("use_external_data_format") or {})
         repo = _RepoFiles(model_name_or_path, hub_kwargs or {})
         files, missing = {}, []
         for modality, name in names.items():
@@ -235,8 +245,9 @@ class OnnxTowers:
             if path is None:
                 missing.append(f"{subfolder}/{name}" if subfolder else name)
                 continue
-            # Graphs over 2 GB keep their tensors beside them; fetch that file too so ONNX Runtime finds it.
-            repo.get(subfolder, name + EXTERNAL_DATA_SUFFIX)
+            if name in with_data:
+                # Downloaded beside the graph (a local folder has it already), where ONNX Runtime looks for it.
+                repo.get(subfolder, name + EXTERNAL_DATA_SUFFIX)
             files[modality] = path
         if missing:
             present = repo.onnx_files()
@@ -260,11 +271,6 @@ class OnnxTowers:
             )
             for modality, path in files.items()
         }
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(
-            model_name_or_path, trust_remote_code=trust_remote_code, **(hub_kwargs or {}), **(config_kwargs or {})
-        )
         return cls(sessions, files, config)
 
     # ------------------------------------------------------------------------------------------------ features
