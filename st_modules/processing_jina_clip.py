@@ -63,6 +63,10 @@ class JinaCLIPProcessor(ProcessorMixin):
         tokenizer: an `XLMRobertaTokenizer` (or `JinaCLIPTokenizer`).
     """
 
+    # Called through the processor, images come back as torch tensors unless the call says otherwise (the image
+    # processor alone returns one numpy batch, as the card's ONNX Runtime snippet uses it).
+    images_kwargs = {"return_tensors": "pt"}
+
     def __init__(self, image_processor=None, tokenizer=None, **kwargs: Any):
         super().__init__(image_processor, tokenizer)
 
