@@ -340,6 +340,7 @@ def test_missing_onnx_files_and_other_backends_are_clear_errors(exported, tmp_pa
 # ----------------------------------------------------------------------------------------- external data
 
 
+@pytest.mark.slow
 def test_large_graphs_keep_their_tensors_in_onnx_data(exported, tmp_path):
     """With the 2 GB threshold lowered to 0, every graph is written the way a real-size one is."""
     import shutil

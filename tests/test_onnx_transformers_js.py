@@ -87,6 +87,7 @@ def _write_images(folder, size: int) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 def test_jina_card_example_runs_in_transformers_js(transformers_js, exported, tmp_path):
     from transformers import AutoModel, AutoProcessor
 
@@ -123,6 +124,7 @@ def test_jina_card_example_runs_in_transformers_js(transformers_js, exported, tm
     )
 
 
+@pytest.mark.slow
 def test_clip_classes_of_transformers_js_run_longclip(transformers_js, exported, tmp_path):
     from transformers import CLIPModel, CLIPTokenizer
 
