@@ -366,3 +366,30 @@ def test_large_graphs_keep_their_tensors_in_onnx_data(exported, tmp_path):
     model = SentenceTransformer(str(repo), trust_remote_code=True, backend="onnx")
     reference = SentenceTransformer(exported("longclip"), trust_remote_code=True, backend="onnx")
     np.testing.assert_allclose(model.encode(TEXTS), reference.encode(TEXTS), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_onnx_backend_loads_from_an_offline_hub_cache(weightless, tmp_path):
+    """A fresh process with HF_HUB_OFFLINE=1 (no checkout on its path) loads `org/name` from the Hub cache layout."""
+    import json
+
+    from conftest import make_hub_cache, run_fresh_python
+    from sentence_transformers import SentenceTransformer
+
+    cache = tmp_path / "hub"
+    make_hub_cache(str(cache), "org/longclip-onnx", weightless("longclip"))
+    code = f"""
+        import json
+        from sentence_transformers import SentenceTransformer
+        model = SentenceTransformer("org/longclip-onnx", trust_remote_code=True, backend="onnx",
+                                    model_kwargs={{"file_name": "model_quantized.onnx"}})
+        print(json.dumps(model.encode({TEXTS[:2]!r}).tolist()))
+    """
+    output = run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
+    expected = SentenceTransformer(
+        weightless("longclip"),
+        trust_remote_code=True,
+        backend="onnx",
+        model_kwargs={"file_name": "model_quantized.onnx"},
+    ).encode(TEXTS[:2])
+    np.testing.assert_allclose(np.array(json.loads(output.strip().splitlines()[-1])), expected, atol=1e-6, rtol=0)
