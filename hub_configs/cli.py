@@ -54,11 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
             trainer.add_arguments(target)
             target.set_defaults(handler=trainer.run_from_args)
 
-    export = commands.add_parser("export-onnx", help="export a built repo folder to ONNX (family found from the repo)")
-    export.add_argument("repo", help="a folder written by `mmhub convert` or `mmhub tiny`")
-    export.add_argument("--out", required=True, help="output folder")
-    export.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
-    export.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (max abs difference)")
+    export = commands.add_parser(
+        "export-onnx",
+        help="write REPO/onnx/ (towers, joint graph, fp16/int8 variants) for ONNX Runtime, sentence-transformers "
+        "and transformers.js (family found from the repo)",
+    )
+    from .onnx_export import add_arguments as add_export_arguments
+
+    add_export_arguments(export)
     export.set_defaults(handler=_export_onnx)
 
     push = commands.add_parser("push", help="upload a built repo folder to the Hugging Face Hub")

@@ -1,58 +1,103 @@
-"""`mmhub export-onnx`: write a CLIPCLAP repo as the ONNX file set of the original Go service.
+"""`mmhub export-onnx` for CLIPCLAP: the generic `onnx/` folder plus the seed card's Termite file set.
 
-Files: `text_model.onnx` / `visual_model.onnx` / `audio_model.onnx` (encoder -> pooled output),
-`text_projection.onnx` / `visual_projection.onnx` / `audio_projection.onnx` (pooled output -> final L2-normalised
-embedding in the shared space; the audio one is CLAP's projection, normalise, the trained map, normalise),
-`clip_config.json`, `tokenizer.json`, `preprocessor_config.json` (CLIP image preprocessing),
-`audio_preprocessor_config.json` (CLAP log-mel settings) and `projection_training_metadata.json`.
+Termite (antflydb's Go runtime and Zig runtime, the seed card's only consumer) loads a flat folder:
+
+- `text_model.onnx` (`input_ids`, `attention_mask`), `visual_model.onnx` (`pixel_values`), `audio_model.onnx`
+  (`input_features`, any number of log-mel frames up to HTSAT's 1024: the Go runtime sends 1000, the Zig runtime and
+  CLAP's extractor 1001). Each has the outputs `pooler_output` and `last_hidden_state`, in that order: both runtimes
+  embed texts from the first output, mean-pooling it when it is 3-D, so the pooled CLIP output comes first.
+- `text_projection.onnx`, `visual_projection.onnx`, `audio_projection.onnx`: input `input` `[batch, hidden]` (the
+  Zig runtime binds it by that name and reads its fixed width), output `output`, the unit embedding in CLIP's space
+  (the audio one is CLAP's projection, L2, the trained map, L2).
+- `clip_config.json` with `model_type` "clipclap" and `vision_config` / `text_config` / `audio_config` sections
+  (`hidden_size`, `image_size`, `patch_size`, `max_position_embeddings`, `sample_rate`, `max_length_s`,
+  `projection_dim`), `tokenizer.json` whose truncation keeps the end token within CLIP's 77 positions (the Go
+  runtime cuts longer id lists itself, which would drop it), `tokenizer_config.json`, `preprocessor_config.json`
+  (CLIP image preprocessing), `audio_preprocessor_config.json` (CLAP log-mel settings) and
+  `projection_training_metadata.json`.
+
+Every axis but the hidden widths is dynamic. The audio graph stretches its frames to HTSAT's input inside the
+graph exactly as PyTorch's bicubic interpolation does, and declares its output widths symbolic: the Zig runtime
+takes a fixed output width between 1001 and 4096 that is a multiple of 32 for a frame count.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
-import warnings
 from typing import Any
 
+from . import onnx_export
 from .builder import write_json
 from .clipclap import METADATA_FILE
+from .onnx_export import GraphSpec, bicubic_stretch_time, clap_frames_target
 
 logger = logging.getLogger(__name__)
 
-OPSET = 17
-MODEL_FILES = (
-    "text_model.onnx",
-    "text_projection.onnx",
-    "visual_model.onnx",
-    "visual_projection.onnx",
-    "audio_model.onnx",
-    "audio_projection.onnx",
-)
+ENCODER_FILES = {"text": "text_model.onnx", "image": "visual_model.onnx", "audio": "audio_model.onnx"}
+PROJECTION_FILES = {
+    "text": "text_projection.onnx",
+    "image": "visual_projection.onnx",
+    "audio": "audio_projection.onnx",
+}
+MODEL_FILES = (*ENCODER_FILES.values(), *PROJECTION_FILES.values())
+# Pooled output first: the Go and Zig runtimes read a text encoder's first output (and mean-pool a 3-D one).
+ENCODER_OUTPUTS = ("pooler_output", "last_hidden_state")
+PROJECTION_INPUT = "input"
+PROJECTION_OUTPUT = "output"
+CLIP_CONFIG_FILE = "clip_config.json"
+AUDIO_PREPROCESSOR_FILE = "audio_preprocessor_config.json"
+TERMITE_DIR = "termite"
 
 
-def _wrappers(model):
-    """The six exported graphs as small modules, with the ONNX input/output names of each."""
+def _encoders(model):
     import torch
-    import torch.nn.functional as F
 
-    class TextModel(torch.nn.Module):
+    class TextEncoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.text_model = model.clip.text_model
 
         def forward(self, input_ids, attention_mask):
-            return self.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            out = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
+            return out.pooler_output, out.last_hidden_state
 
-    class VisualModel(torch.nn.Module):
+    class VisualEncoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.vision_model = model.clip.vision_model
 
         def forward(self, pixel_values):
-            return self.vision_model(pixel_values=pixel_values).pooler_output
+            out = self.vision_model(pixel_values=pixel_values)
+            return out.pooler_output, out.last_hidden_state
+
+    class AudioEncoder(torch.nn.Module):
+        def __init__(self, stretch: bool):
+            super().__init__()
+            self.audio_model = model.clap.audio_model
+            self.target = clap_frames_target(model.config.audio_config) if stretch else None
+
+        def forward(self, input_features):
+            if self.target is not None:
+                input_features = bicubic_stretch_time(input_features, self.target)
+            out = self.audio_model(input_features=input_features)
+            pooled, hidden = out.pooler_output, out.last_hidden_state
+            if self.target is None:
+                return pooled, hidden
+            # The Zig runtime reads a fixed output width in (1001, 4096] that is a multiple of 32 (HTSAT's 1024) as
+            # the frame count to feed. Slicing to a bound known only at run time (always past the end, so nothing is
+            # cut) keeps the widths out of the file's signature; ONNX Runtime then reports them as dynamic.
+            bound = hidden.numel() + hidden.shape[1] + pooled.shape[1]
+            return pooled[:, :bound], hidden[:, :bound]
+
+    return TextEncoder(), VisualEncoder(), AudioEncoder(stretch=True), AudioEncoder(stretch=False)
+
+
+def _projections(model) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
 
     class Projection(torch.nn.Module):
         def __init__(self, linear):
@@ -61,20 +106,6 @@ def _wrappers(model):
 
         def forward(self, pooled):
             return F.normalize(self.linear(pooled), dim=-1)
-
-    class AudioModel(torch.nn.Module):
-        def __init__(self, frames: int, target_frames: int):
-            super().__init__()
-            self.audio_model = model.clap.audio_model
-            # HTSAT stretches the 1001 frames to its square input with bicubic interpolation; ONNX Resize's cubic
-            # kernel differs from PyTorch's at the ~1e-3 level, so the stretch is exported as an exact matrix.
-            identity = torch.eye(frames, dtype=torch.float64).reshape(frames, 1, frames, 1)
-            stretch = F.interpolate(identity, (target_frames, 1), mode="bicubic", align_corners=True)
-            self.register_buffer("stretch", stretch.reshape(frames, target_frames).T.float().contiguous())
-
-        def forward(self, input_features):
-            # Bicubic weights sum to one, so stretching before CLAP's per-mel BatchNorm equals stretching after it.
-            return self.audio_model(input_features=torch.matmul(self.stretch, input_features)).pooler_output
 
     class AudioProjection(torch.nn.Module):
         def __init__(self):
@@ -86,191 +117,186 @@ def _wrappers(model):
             clap_embeds = F.normalize(self.audio_projection(pooled), dim=-1)
             return F.normalize(self.audio_to_clip(clap_embeds), dim=-1)
 
-    return TextModel, VisualModel, Projection, AudioModel, AudioProjection
-
-
-def example_inputs(model, processor, batch: int = 2, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Deterministic example inputs of every exported graph (also used for the parity check)."""
-    import numpy as np
-    import torch
-
-    generator = np.random.default_rng(seed)
-    texts = ["a dog barking in the distance", "rain"] * batch
-    tokens = processor.tokenizer(texts[:batch], padding=True, truncation=True, return_tensors="np")
-    size = model.config.clip_config.vision_config.image_size
-    pixel_values = generator.standard_normal((batch, 3, size, size)).astype(np.float32)
-    waveforms = [generator.standard_normal(48_000 * (2 + i)).astype(np.float32) * 0.1 for i in range(batch)]
-    features = processor.feature_extractor(waveforms, sampling_rate=processor.feature_extractor.sampling_rate)
-    with torch.inference_mode():
-        text_pooled = model.clip.text_model(
-            input_ids=torch.from_numpy(tokens["input_ids"]), attention_mask=torch.from_numpy(tokens["attention_mask"])
-        ).pooler_output
-        visual_pooled = model.clip.vision_model(pixel_values=torch.from_numpy(pixel_values)).pooler_output
-        audio_pooled = model.clap.audio_model(
-            input_features=torch.from_numpy(np.asarray(features["input_features"]))
-        ).pooler_output
     return {
-        "text_model.onnx": {
-            "input_ids": tokens["input_ids"].astype(np.int64),
-            "attention_mask": tokens["attention_mask"].astype(np.int64),
-        },
-        "visual_model.onnx": {"pixel_values": pixel_values},
-        "audio_model.onnx": {"input_features": np.asarray(features["input_features"], dtype=np.float32)},
-        "text_projection.onnx": {"pooler_output": text_pooled.numpy()},
-        "visual_projection.onnx": {"pooler_output": visual_pooled.numpy()},
-        "audio_projection.onnx": {"pooler_output": audio_pooled.numpy()},
+        "text": Projection(model.clip.text_projection),
+        "image": Projection(model.clip.visual_projection),
+        "audio": AudioProjection(),
     }
 
 
-def export_onnx(repo_dir: str, out_dir: str, verify: bool = True, atol: float = 1e-4) -> dict[str, float]:
-    """Export a CLIPCLAP repo folder to the ONNX file set; with `verify`, check ONNX Runtime against PyTorch.
+def _rows(width: int, seed_base: int):
+    import numpy as np
 
-    Returns:
-        Max absolute difference per exported model file (empty without `verify`).
-    """
-    import torch
-    from transformers import AutoModel, AutoProcessor
+    def sample(k: int) -> dict[str, Any]:
+        rows = (2, 3, 2, 5)[k]
+        return {
+            PROJECTION_INPUT: np.random.default_rng(seed_base + k).standard_normal((rows, width)).astype(np.float32)
+        }
 
-    if not os.path.isfile(os.path.join(repo_dir, "config.json")):
-        raise FileNotFoundError(f"{repo_dir!r} is not a CLIPCLAP repo folder (no config.json)")
-    model = AutoModel.from_pretrained(repo_dir, trust_remote_code=True, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(repo_dir, trust_remote_code=True)
-    if getattr(model.config, "model_type", None) != "clipclap":
-        raise ValueError(f"{repo_dir!r} holds a {model.config.model_type!r} model, not clipclap")
+    return sample
+
+
+def termite_graphs(model, processor) -> list[GraphSpec]:
+    """The six Termite graphs of a CLIPCLAP model."""
     if model.config.audio_config.enable_fusion:
         raise ValueError("export-onnx supports unfused CLAP audio towers only (the fused branch is data-dependent)")
-    os.makedirs(out_dir, exist_ok=True)
-    inputs = example_inputs(model, processor)
-    text_model, visual_model, projection, audio_model, audio_projection = _wrappers(model)
+    text, visual, audio, audio_reference = _encoders(model)
+    batch = {0: "batch_size"}
+    encoders = [
+        GraphSpec(
+            stem="text_model",
+            module=text,
+            inputs=("input_ids", "attention_mask"),
+            outputs=ENCODER_OUTPUTS,
+            axes={
+                "input_ids": {0: "batch_size", 1: "sequence_length"},
+                "attention_mask": {0: "batch_size", 1: "sequence_length"},
+                "pooler_output": batch,
+                "last_hidden_state": {0: "batch_size", 1: "sequence_length"},
+            },
+            sample=lambda k: onnx_export.text_sample(processor, k),
+        ),
+        GraphSpec(
+            stem="visual_model",
+            module=visual,
+            inputs=("pixel_values",),
+            outputs=ENCODER_OUTPUTS,
+            axes={"pixel_values": batch, "pooler_output": batch, "last_hidden_state": batch},
+            sample=lambda k: onnx_export.image_sample(processor, k),
+        ),
+        GraphSpec(
+            stem="audio_model",
+            module=audio,
+            inputs=("input_features",),
+            outputs=ENCODER_OUTPUTS,
+            axes={"input_features": {0: "batch_size", 2: "time"}, "pooler_output": batch, "last_hidden_state": batch},
+            sample=lambda k: onnx_export.audio_sample(processor, k),
+            symbolic_output_dims={"pooler_output": [1], "last_hidden_state": [1]},
+            reference=audio_reference,
+        ),
+    ]
+    widths = {
+        "text": model.config.clip_config.text_config.hidden_size,
+        "image": model.config.clip_config.vision_config.hidden_size,
+        "audio": model.config.audio_config.hidden_size,
+    }
+    projections = [
+        GraphSpec(
+            stem=PROJECTION_FILES[modality][: -len(".onnx")],
+            module=module,
+            inputs=(PROJECTION_INPUT,),
+            outputs=(PROJECTION_OUTPUT,),
+            axes={PROJECTION_INPUT: batch, PROJECTION_OUTPUT: batch},
+            sample=_rows(widths[modality], 30 + 10 * index),
+        )
+        for index, (modality, module) in enumerate(_projections(model).items())
+    ]
+    return encoders + projections
+
+
+def clip_config(model, processor) -> dict[str, Any]:
+    """`clip_config.json` as Termite reads it (the keys of antflydb's builder, plus the image normalisation)."""
+    clip = model.config.clip_config
+    audio = model.config.audio_config
     extractor = processor.feature_extractor
-    frames = extractor.nb_max_samples // extractor.hop_length + 1
-    spec = model.config.audio_config.spec_size
-    freq_ratio = spec // model.config.audio_config.num_mel_bins
-    graphs = {
-        "text_model.onnx": (text_model(), ["input_ids", "attention_mask"], {0: "batch", 1: "sequence"}),
-        "visual_model.onnx": (visual_model(), ["pixel_values"], {0: "batch"}),
-        "audio_model.onnx": (audio_model(frames, spec * freq_ratio), ["input_features"], {0: "batch"}),
-        "text_projection.onnx": (projection(model.clip.text_projection), ["pooler_output"], {0: "batch"}),
-        "visual_projection.onnx": (projection(model.clip.visual_projection), ["pooler_output"], {0: "batch"}),
-        "audio_projection.onnx": (audio_projection(), ["pooler_output"], {0: "batch"}),
+    return {
+        "model_type": "clipclap",
+        "projection_dim": model.config.projection_dim,
+        "vision_config": {
+            "hidden_size": clip.vision_config.hidden_size,
+            "image_size": clip.vision_config.image_size,
+            "patch_size": clip.vision_config.patch_size,
+            "projection_dim": clip.projection_dim,
+        },
+        "text_config": {
+            "hidden_size": clip.text_config.hidden_size,
+            "max_position_embeddings": clip.text_config.max_position_embeddings,
+            "projection_dim": clip.projection_dim,
+        },
+        "audio_config": {
+            "hidden_size": audio.hidden_size,
+            "sample_rate": extractor.sampling_rate,
+            "max_length_s": extractor.max_length_s,
+            "num_mel_bins": audio.num_mel_bins,
+            "enable_fusion": bool(audio.enable_fusion),
+            "projection_dim": model.config.projection_dim,
+        },
+        "image_mean": list(processor.image_processor.image_mean),
+        "image_std": list(processor.image_processor.image_std),
     }
-    output_names = {
-        "text_model.onnx": "pooler_output",
-        "visual_model.onnx": "pooler_output",
-        "audio_model.onnx": "pooler_output",
-        "text_projection.onnx": "text_embeds",
-        "visual_projection.onnx": "image_embeds",
-        "audio_projection.onnx": "audio_embeds",
-    }
-    for filename, (module, input_names, axes) in graphs.items():
-        # eval() on the wrapper itself: the exporter restores the wrapper's mode afterwards, recursively.
-        module.eval()
-        args = tuple(torch.from_numpy(inputs[filename][name]) for name in input_names)
-        dynamic_axes = {name: axes for name in input_names}
-        dynamic_axes[output_names[filename]] = {0: "batch"}
-        with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter warns about every traced Python branch; the parity check is what counts.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                os.path.join(out_dir, filename),
-                input_names=input_names,
-                output_names=[output_names[filename]],
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    model.eval()
-    _write_side_files(repo_dir, out_dir, model, processor)
-    return verify_export(repo_dir, out_dir, atol=atol, model=model, processor=processor) if verify else {}
 
 
-def _write_side_files(repo_dir: str, out_dir: str, model, processor) -> None:
-    clip_config = model.config.clip_config.to_dict()
-    clip_config.pop("_name_or_path", None)
-    write_json(os.path.join(out_dir, "clip_config.json"), clip_config)
-    tokenizer_file = os.path.join(repo_dir, "tokenizer.json")
-    if os.path.isfile(tokenizer_file):
-        shutil.copyfile(tokenizer_file, os.path.join(out_dir, "tokenizer.json"))
-    else:
-        processor.tokenizer.backend_tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
-    image_config = processor.image_processor.to_dict()
-    image_config.pop("auto_map", None)
-    write_json(os.path.join(out_dir, "preprocessor_config.json"), image_config)
-    audio_config = processor.feature_extractor.to_dict()
-    audio_config.pop("auto_map", None)
-    write_json(os.path.join(out_dir, "audio_preprocessor_config.json"), audio_config)
-    metadata_file = os.path.join(repo_dir, METADATA_FILE)
-    if os.path.isfile(metadata_file):
-        shutil.copyfile(metadata_file, os.path.join(out_dir, METADATA_FILE))
+def termite_tokenizer(repo_dir: str, processor, max_length: int):
+    """The repo's `tokenizers` tokenizer truncating to `max_length` ids, end token kept, without padding."""
+    from tokenizers import Tokenizer
+
+    path = os.path.join(repo_dir, "tokenizer.json")
+    tokenizer = (
+        Tokenizer.from_file(path)
+        if os.path.isfile(path)
+        else Tokenizer.from_str(processor.tokenizer.backend_tokenizer.to_str())
+    )
+    # Truncation counts the special tokens the post-processor adds, so the end token stays within the limit.
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _without_remote_code(settings: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if key not in ("auto_map", "processor_class")}
+
+
+def write_termite_side_files(repo_dir: str, out_dir: str, model, processor) -> None:
+    config = clip_config(model, processor)
+    write_json(os.path.join(out_dir, CLIP_CONFIG_FILE), config)
+    limit = config["text_config"]["max_position_embeddings"]
+    termite_tokenizer(repo_dir, processor, limit).save(os.path.join(out_dir, "tokenizer.json"))
+    tokenizer_config = _without_remote_code(onnx_export.read_json(os.path.join(repo_dir, "tokenizer_config.json")))
+    write_json(os.path.join(out_dir, "tokenizer_config.json"), {**tokenizer_config, "model_max_length": limit})
+    image = _without_remote_code(processor.image_processor.to_dict())
+    write_json(os.path.join(out_dir, onnx_export.PREPROCESSOR_CONFIG), {**image, "processor_class": "CLIPProcessor"})
+    write_json(
+        os.path.join(out_dir, AUDIO_PREPROCESSOR_FILE), _without_remote_code(processor.feature_extractor.to_dict())
+    )
+    metadata = os.path.join(repo_dir, METADATA_FILE)
+    if os.path.isfile(metadata):
+        shutil.copyfile(metadata, os.path.join(out_dir, METADATA_FILE))
     else:
         logger.warning("%s has no %s; writing a placeholder", repo_dir, METADATA_FILE)
         write_json(os.path.join(out_dir, METADATA_FILE), {"note": "the source repo carried no training metadata"})
 
 
-def verify_export(repo_dir: str, out_dir: str, atol: float = 1e-4, model=None, processor=None) -> dict[str, float]:
-    """Run every exported graph in ONNX Runtime on fresh inputs and compare with the PyTorch model.
-
-    Raises:
-        ValueError: if any file differs by more than `atol`.
-    """
-    import numpy as np
-    import onnxruntime
-    import torch
-    from transformers import AutoModel, AutoProcessor
-
-    if model is None:
-        model = AutoModel.from_pretrained(repo_dir, trust_remote_code=True, dtype=torch.float32).eval()
-    if processor is None:
-        processor = AutoProcessor.from_pretrained(repo_dir, trust_remote_code=True)
-    # Another batch size and seed than the export used, so baked-in shapes would show.
-    inputs = example_inputs(model, processor, batch=3, seed=1)
-    with torch.inference_mode():
-        text = inputs["text_model.onnx"]
-        audio = torch.from_numpy(inputs["audio_model.onnx"]["input_features"])
-        expected = {
-            "text_model.onnx": model.clip.text_model(
-                input_ids=torch.from_numpy(text["input_ids"]), attention_mask=torch.from_numpy(text["attention_mask"])
-            ).pooler_output,
-            "visual_model.onnx": model.clip.vision_model(
-                pixel_values=torch.from_numpy(inputs["visual_model.onnx"]["pixel_values"])
-            ).pooler_output,
-            "audio_model.onnx": model.clap.audio_model(input_features=audio).pooler_output,
-            "text_projection.onnx": torch.nn.functional.normalize(
-                model.clip.text_projection(torch.from_numpy(inputs["text_projection.onnx"]["pooler_output"])), dim=-1
-            ),
-            "visual_projection.onnx": torch.nn.functional.normalize(
-                model.clip.visual_projection(torch.from_numpy(inputs["visual_projection.onnx"]["pooler_output"])),
-                dim=-1,
-            ),
-            "audio_projection.onnx": model.get_audio_features(input_features=audio).pooler_output,
-        }
-    differences = {}
-    for filename in MODEL_FILES:
-        session = onnxruntime.InferenceSession(os.path.join(out_dir, filename), providers=["CPUExecutionProvider"])
-        feeds = inputs[filename]
-        if filename == "audio_projection.onnx":
-            # Chain from the audio encoder's pooled output so the whole audio path is compared end to end.
-            feeds = {"pooler_output": expected["audio_model.onnx"].numpy()}
-        got = session.run(None, feeds)[0]
-        differences[filename] = float(np.abs(got - expected[filename].numpy()).max())
-    failed = {name: diff for name, diff in differences.items() if diff > atol}
-    if failed:
-        raise ValueError(f"ONNX Runtime differs from PyTorch by more than {atol}: {json.dumps(failed)}")
-    return differences
+def export_termite(
+    repo_dir: str, out_dir: str, verify: bool = True, atol: float = 1e-4, model=None, processor=None
+) -> onnx_export.ExportReport:
+    """Write the Termite file set of a CLIPCLAP repo into `out_dir`; with `verify`, check it against PyTorch."""
+    if model is None or processor is None:
+        model, processor = onnx_export.load_fp32(repo_dir)
+    if getattr(model.config, "model_type", None) != "clipclap":
+        raise ValueError(f"{repo_dir!r} holds a {model.config.model_type!r} model, not clipclap")
+    os.makedirs(out_dir, exist_ok=True)
+    report = onnx_export.export_graphs(termite_graphs(model, processor), out_dir, verify=verify, atol=atol)
+    write_termite_side_files(repo_dir, out_dir, model, processor)
+    return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("repo", help="a CLIPCLAP repo folder (from `mmhub convert clipclap` or `mmhub tiny clipclap`)")
-    parser.add_argument("--out", required=True, help="output folder for the ONNX file set")
-    parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
-    parser.add_argument("--atol", type=float, default=1e-4, help="parity tolerance (max abs difference)")
+# The seed's name for the Termite export (benchmarks/bench_clipclap.py calls it).
+export_onnx = export_termite
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    differences = export_onnx(args.repo, args.out, verify=not args.no_verify, atol=args.atol)
-    for name, diff in differences.items():
-        print(f"{name}: max |onnxruntime - torch| = {diff:.2e}")
-    print(f"wrote {args.out}")
+    """`mmhub export-onnx CLIPCLAP_REPO`: `REPO/onnx/` as for every family, then the Termite folder."""
+    model, processor = onnx_export.load_fp32(args.repo)
+    variants = onnx_export.parse_variants(args.variants)
+    verify = not args.no_verify
+    report = onnx_export.export_repo(
+        args.repo, variants=variants, verify=verify, atol=args.atol, model=model, processor=processor
+    )
+    onnx_export.print_report(report, args.repo)
+    termite_out = getattr(args, "termite_out", None) or os.path.join(args.repo, TERMITE_DIR)
+    if termite_out.lower() != "none":
+        termite = export_termite(
+            args.repo, termite_out, verify=verify, atol=args.atol, model=model, processor=processor
+        )
+        onnx_export.print_report(termite, termite_out)
     return 0

@@ -33,6 +33,8 @@ DOORS = {
     "zero_shot_pipeline": 'pipeline("zero-shot-image-classification", model=repo, trust_remote_code=True)',
     "text_encoder": "stock CLIPTextModel / CLIPTokenizer from the text_encoder/ and tokenizer/ subfolders",
     "custom_pipeline": "DiffusionPipeline.from_pretrained(base, custom_pipeline=repo, trust_remote_code=True)",
+    "onnx": "mmhub export-onnx: onnx/ tower and joint graphs with fp16/int8 variants for ONNX Runtime, "
+    'sentence-transformers (backend="onnx") and transformers.js',
 }
 
 # The sentence-transformers input module (st_modules/multimodal_transformer.py) and the files it needs.
@@ -41,6 +43,7 @@ ST_MODULE_CODE_FILES = (
     "st_modules/multimodal_transformer.py",
     "st_modules/media_inputs.py",
     "st_modules/token_truncation.py",
+    "st_modules/onnx_backend.py",
 )
 ST_DOORS = ("sentence_transformers", "stock_sentence_transformers", "finetune")
 
@@ -66,7 +69,8 @@ class Family:
         default_dtype: Weight dtype `mmhub convert` saves unless `--dtype` says otherwise.
         extras: pip extras the family needs beyond the core install.
         trainer: Module with `add_arguments(parser)` and `run_from_args(args)` for `mmhub train <name>`.
-        onnx_exporter: Module with `add_arguments(parser)` and `run_from_args(args)` for `mmhub export-onnx`.
+        onnx_exporter: Module with `run_from_args(args)` for `mmhub export-onnx` (the `onnx` door): the generic
+            `hub_configs.onnx_export`, or a family module that adds its own layouts (CLIPCLAP's Termite folder).
         repos: Hub repo names built from this family.
     """
 
@@ -92,6 +96,8 @@ class Family:
             raise ValueError(f"Family {self.name!r} claims unknown doors {unknown}; known: {sorted(DOORS)}")
         if (self.st_module is None) == any(door in ST_DOORS for door in self.doors):
             raise ValueError(f"Family {self.name!r}: sentence-transformers doors need st_module, and only they")
+        if ("onnx" in self.doors) != (self.onnx_exporter is not None):
+            raise ValueError(f"Family {self.name!r}: the onnx door needs an onnx_exporter, and only it")
 
     @property
     def template_dir(self) -> str:
@@ -174,8 +180,10 @@ FAMILIES: dict[str, Family] = {
                 "finetune",
                 "stock_clip",
                 "zero_shot_pipeline",
+                "onnx",
             ),
             trainer="hub_configs.finetune",
+            onnx_exporter="hub_configs.onnx_export",
             repos=("LongCLIP-B", "LongCLIP-L"),
         ),
         Family(
@@ -214,7 +222,14 @@ FAMILIES: dict[str, Family] = {
             },
             modalities=("text", "image", "audio"),
             st_module={**_ST_DEFAULTS, "modalities": ["text", "image", "audio"]},
-            doors=("automodel", "processor", "sentence_transformers", "stock_sentence_transformers", "finetune"),
+            doors=(
+                "automodel",
+                "processor",
+                "sentence_transformers",
+                "stock_sentence_transformers",
+                "finetune",
+                "onnx",
+            ),
             extras=("audio",),
             trainer="hub_configs.clipclap_train",
             onnx_exporter="hub_configs.clipclap_onnx",
@@ -240,10 +255,18 @@ FAMILIES: dict[str, Family] = {
             },
             modalities=("text", "image"),
             st_module={**_ST_DEFAULTS, "modalities": ["text", "image"]},
-            doors=("automodel", "processor", "sentence_transformers", "stock_sentence_transformers", "finetune"),
+            doors=(
+                "automodel",
+                "processor",
+                "sentence_transformers",
+                "stock_sentence_transformers",
+                "finetune",
+                "onnx",
+            ),
             default_dtype="auto",
             extras=("jina",),
             trainer="hub_configs.finetune",
+            onnx_exporter="hub_configs.onnx_export",
             repos=("jina-clip-v2-hf",),
         ),
     )

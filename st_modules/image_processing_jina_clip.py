@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
+from .media_inputs import load_image
+
 try:
     from PIL import Image
 except ImportError:  # pragma: no cover - pillow is a transformers vision dependency
@@ -68,6 +70,10 @@ def centre_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, 
 def _as_pil(image: Any, index: int):
     if Image is not None and isinstance(image, Image.Image):
         return image
+    if isinstance(image, str):
+        # URLs, data:image/ URIs and paths, read as upstream's `encode_image` reads them (the card's ONNX snippet
+        # passes URLs to the processor directly).
+        return load_image(image, index)
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     if isinstance(image, np.ndarray):
@@ -84,7 +90,10 @@ def _as_pil(image: Any, index: int):
         if min(array.shape[:2]) < 1:
             raise ValueError(f"images[{index}] is empty: shape {tuple(image.shape)}")
         return Image.fromarray(np.ascontiguousarray(array))
-    raise TypeError(f"images[{index}] must be a PIL image or a uint8 array, got {type(image).__name__}")
+    raise TypeError(
+        f"images[{index}] must be a PIL image, a uint8 array, or a URL / data URI / path string, "
+        f"got {type(image).__name__}"
+    )
 
 
 class JinaCLIPImageProcessor(BaseImageProcessor):
@@ -139,15 +148,16 @@ class JinaCLIPImageProcessor(BaseImageProcessor):
     def preprocess(
         self,
         images: Any,
-        return_tensors: str | None = "pt",
+        return_tensors: str | None = None,
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Preprocess one image or a list of images.
 
         Args:
-            images: a PIL image, a uint8 array, or a list of them (any mode and size).
-            return_tensors: `"pt"` (default) or `"np"`.
+            images: a PIL image, a uint8 array, a URL / `data:image/` URI / file path, or a list of them (any mode
+                and size).
+            return_tensors: `"pt"`, `"np"`, or None (one numpy batch, as upstream returns and ONNX Runtime takes).
             device: move the resulting tensor there.
             **kwargs: per-call overrides of `size`, `mean`, `std`, `resize_mode`, `interpolation`, `fill_color`;
                 transformers' generic image kwargs are accepted when unset (`None`).
@@ -186,7 +196,7 @@ class JinaCLIPImageProcessor(BaseImageProcessor):
         pixels = pixels.sub_(mean).div_(std).contiguous()
         if device is not None:
             pixels = pixels.to(device)
-        data = {"pixel_values": pixels.cpu().numpy() if return_tensors == "np" else pixels}
+        data = {"pixel_values": pixels if return_tensors == "pt" else pixels.cpu().numpy()}
         return BatchFeature(data=data)
 
     def to_dict(self) -> dict[str, Any]:

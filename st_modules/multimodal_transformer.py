@@ -47,7 +47,9 @@ _DEFAULT_INPUT_NAMES = {
     "audio": ("input_features", "is_longer"),
 }
 # Files this module needs beside modules.json so that a saved model reloads with trust_remote_code.
-_CODE_FILES = ("multimodal_transformer.py", "media_inputs.py", "token_truncation.py")
+_CODE_FILES = ("multimodal_transformer.py", "media_inputs.py", "token_truncation.py", "onnx_backend.py")
+# Backends of `load(..., backend=...)`: PyTorch, or ONNX Runtime sessions over the repo's `onnx/` tower files.
+SUPPORTED_BACKENDS = ("torch", "onnx")
 # Feature names: each modality's processor outputs keep their own names (`input_ids`, `pixel_values`,
 # `input_features`, ...), because sentence-transformers' trainer finds a column's features by those suffixes
 # (`<column>_input_ids`); the batch positions of a modality's items travel as `<modality>_positions`.
@@ -89,6 +91,15 @@ def check_truncate_dim(truncate_dim: Any, full_dim: int, valid_dims: list[int] |
         raise ValueError(f"truncate_dim must be {description}, got {truncate_dim!r}")
     if not 1 <= truncate_dim <= full_dim or (allowed and truncate_dim not in allowed):
         raise ValueError(f"truncate_dim must be {description}, got {truncate_dim}")
+
+
+def check_backend(backend: Any) -> None:
+    """Raise a `ValueError` naming the supported backends unless `backend` is one of them."""
+    if backend not in SUPPORTED_BACKENDS:
+        hint = " (OpenVINO files are not exported for this model)" if backend == "openvino" else ""
+        raise ValueError(
+            f"MultimodalTransformer runs on backend {' or '.join(map(repr, SUPPORTED_BACKENDS))}, got backend={backend!r}{hint}"
+        )
 
 
 def _fixed_window(feature_extractor, options: dict[str, Any]) -> int | None:
@@ -144,11 +155,15 @@ class MultimodalTransformer(InputModule):
             (faster; embeddings change slightly, see the README). Oversized JPEGs are decoded reduced regardless.
         max_audio_seconds: Clips longer than this keep their middle part (cut before resampling); clips longer
             than a CLAP extractor's fixed window keep their middle window.
-        model_kwargs: Passed to `AutoModel.from_pretrained` (for example `{"torch_dtype": torch.float16}`).
+        model_kwargs: Passed to `AutoModel.from_pretrained` (for example `{"torch_dtype": torch.float16}`); with
+            `backend="onnx"`, the ONNX options of `onnx_backend.OnnxTowers.from_pretrained` (`file_name`,
+            `provider`, ...).
         processor_kwargs: Passed to `AutoProcessor.from_pretrained`.
         config_kwargs: Passed to the model config.
         trust_remote_code: Allow the repo's own model and processor code.
         cache_dir, revision, local_files_only, token: Hub loading options.
+        backend: `"torch"` (the transformers model) or `"onnx"` (ONNX Runtime sessions over `onnx/<tower>.onnx`,
+            no PyTorch weights loaded).
     """
 
     config_file_name = "multimodal_config.json"
@@ -198,8 +213,10 @@ class MultimodalTransformer(InputModule):
         revision: str | None = None,
         local_files_only: bool = False,
         token: bool | str | None = None,
+        backend: str = "torch",
     ) -> None:
         super().__init__()
+        check_backend(backend)
         unknown = sorted(set(modalities) - set(SUPPORTED_MODALITIES))
         if unknown or not modalities:
             raise ValueError(
@@ -229,15 +246,28 @@ class MultimodalTransformer(InputModule):
         if token is not None:
             hub_kwargs["token"] = token
         model_kwargs = dict(model_kwargs or {})
-        if config_kwargs:
-            from transformers import AutoConfig
+        self.backend = backend
+        if backend == "onnx":
+            from .onnx_backend import OnnxTowers
 
-            model_kwargs["config"] = AutoConfig.from_pretrained(
-                model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **config_kwargs
+            self.model = OnnxTowers.from_pretrained(
+                model_name_or_path,
+                self._modalities,
+                trust_remote_code=trust_remote_code,
+                hub_kwargs=hub_kwargs,
+                config_kwargs=config_kwargs,
+                model_kwargs=model_kwargs,
             )
-        self.model = AutoModel.from_pretrained(
-            model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **model_kwargs
-        )
+        else:
+            if config_kwargs:
+                from transformers import AutoConfig
+
+                model_kwargs["config"] = AutoConfig.from_pretrained(
+                    model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **config_kwargs
+                )
+            self.model = AutoModel.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **model_kwargs
+            )
         self.processor = AutoProcessor.from_pretrained(
             model_name_or_path, trust_remote_code=trust_remote_code, **hub_kwargs, **(processor_kwargs or {})
         )
@@ -501,8 +531,7 @@ class MultimodalTransformer(InputModule):
         backend: str = "torch",
         **kwargs,
     ) -> MultimodalTransformer:
-        if backend != "torch":
-            raise ValueError(f"MultimodalTransformer runs on the torch backend only, got backend={backend!r}")
+        check_backend(backend)
         config = cls.load_config(
             model_name_or_path,
             subfolder=subfolder,
@@ -526,6 +555,7 @@ class MultimodalTransformer(InputModule):
             revision=revision,
             local_files_only=local_files_only,
             token=token,
+            backend=backend,
         )
 
     def __repr__(self) -> str:

@@ -395,12 +395,14 @@ def test_onnx_export_parity(clipclap_loaded, clipclap_repo, tmp_path):
         ("visual_projection.onnx", image_pooled, outputs.image_embeds),
         ("audio_projection.onnx", audio_pooled, outputs.audio_embeds),
     ):
-        np.testing.assert_allclose(run(projection, pooler_output=pooled), embeds.numpy(), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(run(projection, input=pooled), embeds.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(
-        run("audio_projection.onnx", pooler_output=onnx_audio), outputs.audio_embeds.numpy(), atol=1e-4, rtol=0
+        run("audio_projection.onnx", input=onnx_audio), outputs.audio_embeds.numpy(), atol=1e-4, rtol=0
     )
+    # Termite's contract (tests/test_onnx_termite.py checks it point by point): a clipclap config with audio.
     with open(out / "clip_config.json", encoding="utf-8") as handle:
-        assert json.load(handle)["model_type"] == "clip"
+        clip_config = json.load(handle)
+    assert clip_config["model_type"] == "clipclap" and "audio_config" in clip_config
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_file(str(out / "tokenizer.json")).encode(TEXTS[0]).ids

@@ -1,0 +1,142 @@
+"""`SentenceTransformer.encode` with backend="onnx" (fp32 and int8) against the torch backend (fp32), as ratios.
+
+LongCLIP-B-sized model (real dimensions: text 512 x 12 layers at 248 positions, ViT-B/16 at 224 px, 512-d
+embeddings) with random weights, built through the real conversion path and exported with the package's exporter
+(towers only: `onnx/text_model*.onnx`, `onnx/vision_model*.onnx`).
+
+1. Throughput of `encode` on 248-token captions and on 224 px images for each backend, the backends taking turns
+   within every round (so drifting machine speed hits all alike); the ratios torch / onnx of each round are
+   reported as median and range.
+2. Agreement on 64 captions x 64 images: cosine of each embedding to torch fp32's, and the overlap of the top-10
+   text-to-image retrieval lists with torch fp32's.
+
+Run: `python benchmarks/bench_onnx.py [--texts 32 --images 32 --rounds 3 --int8 qint8_avx512_vnni,quint8_avx2]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def _top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-(queries @ items.T), axis=1)[:, :k]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=32, help="captions per timed encode call")
+    parser.add_argument("--images", type=int, default=32, help="images per timed encode call")
+    parser.add_argument("--retrieval", type=int, default=64, help="captions and images of the agreement check")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--int8", default="qint8_avx512_vnni", help="comma-separated int8 variant names")
+    args = parser.parse_args()
+
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer
+
+    from hub_configs.builder import write_repo
+    from hub_configs.families import get_family
+    from hub_configs.longclip import longclip_build, original_to_hf, random_original_checkpoint
+    from hub_configs.onnx_export import export_graphs, load_fp32, longclip_graphs, parse_variants
+
+    work = tempfile.mkdtemp(prefix="bench-onnx-longclip-b-")
+    checkpoint = random_original_checkpoint(
+        text_width=512,
+        text_layers=12,
+        vision_width=768,
+        vision_layers=12,
+        embed_dim=512,
+        patch_size=16,
+        image_size=224,
+        seed=0,
+    )
+    config, state_dict = original_to_hf(checkpoint)
+    build = longclip_build(config, state_dict, model_name="LongCLIP-B-random", random_weights=True)
+    repo = write_repo(get_family("longclip"), build, os.path.join(work, "LongCLIP-B-random"))
+    int8_names = [name for name in args.int8.split(",") if name]
+    started = time.perf_counter()
+    model, processor = load_fp32(repo)
+    towers = longclip_graphs(model, processor)[:2]  # the joint graph is not what encode runs
+    export_graphs(towers, os.path.join(repo, "onnx"), parse_variants(["fp32", *int8_names]), verify=False)
+    export_seconds = time.perf_counter() - started
+    del model
+
+    backends = {"torch fp32": SentenceTransformer(repo, trust_remote_code=True, device="cpu")}
+    backends["onnx fp32"] = SentenceTransformer(repo, trust_remote_code=True, backend="onnx")
+    for name in int8_names:
+        backends[f"onnx {name}"] = SentenceTransformer(
+            repo, trust_remote_code=True, backend="onnx", model_kwargs={"file_name": f"model_{name}.onnx"}
+        )
+
+    rng = np.random.RandomState(0)
+    words = [
+        "the",
+        "a",
+        "red",
+        "blue",
+        "harbour",
+        "boat",
+        "sky",
+        "old",
+        "small",
+        "tall",
+        "bright",
+        "window",
+        "street",
+        "tree",
+        "dog",
+    ]
+    count = max(args.texts, args.images, args.retrieval)
+    captions = [" ".join(rng.choice(words, 400)) for _ in range(count)]  # every caption is cut to 248 tokens
+    images = [Image.fromarray((rng.rand(256, 320, 3) * 255).astype(np.uint8)) for _ in range(count)]
+
+    timings: dict[str, dict[str, list[float]]] = {name: {"text": [], "image": []} for name in backends}
+    for model in backends.values():  # warm-up: thread pools, allocator, lazy imports
+        model.encode(captions[:2])
+        model.encode(images[:2])
+    for round_index in range(args.rounds):
+        order = list(backends.items())
+        order = order[round_index % len(order) :] + order[: round_index % len(order)]
+        for name, model in order:
+            for modality, items in (("text", captions[: args.texts]), ("image", images[: args.images])):
+                start = time.perf_counter()
+                model.encode(items, batch_size=args.batch_size)
+                timings[name][modality].append(time.perf_counter() - start)
+
+    reference_text = backends["torch fp32"].encode(captions[: args.retrieval], batch_size=args.batch_size)
+    reference_image = backends["torch fp32"].encode(images[: args.retrieval], batch_size=args.batch_size)
+    reference_top = _top_k(reference_text, reference_image, 10)
+
+    print(
+        f"LongCLIP-B-sized, random weights, CPU ({os.cpu_count()} cores); export {export_seconds:.0f} s; "
+        f"{args.texts} captions of 248 tokens, {args.images} images at 224 px, batch {args.batch_size}, "
+        f"{args.rounds} rounds"
+    )
+    base = timings["torch fp32"]
+    for name, measured in timings.items():
+        rates = {
+            m: len(measured[m]) and (args.texts if m == "text" else args.images) / min(measured[m]) for m in measured
+        }
+        line = f"{name:24s} text {rates['text']:6.2f}/s  images {rates['image']:6.2f}/s"
+        if name != "torch fp32":
+            for modality in ("text", "image"):
+                ratios = [t / o for t, o in zip(base[modality], measured[modality])]
+                line += f"  {modality} x{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+            text = backends[name].encode(captions[: args.retrieval], batch_size=args.batch_size)
+            image = backends[name].encode(images[: args.retrieval], batch_size=args.batch_size)
+            cosine = min(float((text * reference_text).sum(1).min()), float((image * reference_image).sum(1).min()))
+            top = _top_k(text, image, 10)
+            overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, reference_top)])
+            line += f"  min cosine {cosine:.5f}  top-10 overlap {overlap:.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
