@@ -21,11 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-try:
-    import onnxruntime
-except ImportError:  # pragma: no cover - exercised only where onnxruntime is missing
-    onnxruntime = None
-
 # File stems of the per-tower graphs (transformers.js' names) and of the joint graph, inside `ONNX_SUBFOLDER`.
 TOWER_FILE_STEMS = {"text": "text_model", "image": "vision_model", "audio": "audio_model"}
 JOINT_FILE_STEM = "model"
@@ -104,9 +99,25 @@ def _split_subfolder(file_name: Any, subfolder: str) -> tuple[Any, str]:
     return file_name, subfolder
 
 
+def _onnxruntime():
+    """onnxruntime, imported on first use: importing it writes a session file into the temporary folder, which
+    nothing that stays on the torch backend (every `mmhub` command builds a parser that imports this file) should do.
+
+    Raises:
+        ImportError: onnxruntime is not installed (the message says how to install it).
+    """
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            'backend="onnx" needs onnxruntime: pip install onnxruntime (or "multimodal-hub-adapters[onnx]")'
+        ) from error
+    return onnxruntime
+
+
 def default_providers() -> list[str]:
     """The highest-priority locally computing execution provider, with the CPU as fallback."""
-    available = [name for name in onnxruntime.get_available_providers() if name not in _NON_COMPUTE_PROVIDERS]
+    available = [name for name in _onnxruntime().get_available_providers() if name not in _NON_COMPUTE_PROVIDERS]
     first = available[0] if available else "CPUExecutionProvider"
     return [first] if first == "CPUExecutionProvider" else [first, "CPUExecutionProvider"]
 
@@ -207,10 +218,7 @@ class OnnxTowers:
             FileNotFoundError: a tower file is missing; the message lists the expected paths, the `.onnx` files
                 present and the export command.
         """
-        if onnxruntime is None:
-            raise ImportError(
-                'backend="onnx" needs onnxruntime: pip install onnxruntime (or "multimodal-hub-adapters[onnx]")'
-            )
+        onnxruntime = _onnxruntime()
         options = dict(model_kwargs or {})
         unknown = sorted(set(options) - set(ACCEPTED_MODEL_KWARGS))
         if unknown:

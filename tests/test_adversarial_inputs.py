@@ -312,7 +312,7 @@ def test_large_images_processed_at_once_equal_the_batched_processor(repos):
 
 def test_imports_have_no_side_effects(tmp_path):
     code = """
-import json, logging, os, random, sys, warnings
+import json, logging, os, random, sys, tempfile, warnings
 import numpy as np, torch, transformers, sentence_transformers, PIL.Image
 np.random.seed(7); random.seed(7); torch.manual_seed(7)
 def snapshot():
@@ -322,15 +322,21 @@ def snapshot():
         "env": sorted(os.environ.items()), "warnings": [repr(f) for f in warnings.filters],
         "logging": [repr(h) for h in logging.getLogger().handlers] + [logging.getLogger().level],
         "pil": PIL.Image.MAX_IMAGE_PIXELS, "threads": torch.get_num_threads(),
+        "tmp": sorted(os.listdir(tempfile.gettempdir())),  # onnxruntime's import writes a file there
     }
 before = snapshot()
 import importlib, pkgutil, st_modules
 for module in pkgutil.iter_modules(st_modules.__path__):
     importlib.import_module("st_modules." + module.name)
+from hub_configs.cli import build_parser
+build_parser()  # every mmhub command
 print(json.dumps(before == snapshot()))
 """
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary)}
     output = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=240, env=env
     )
     assert output.returncode == 0, output.stderr[-3000:]
     assert output.stdout.strip().splitlines()[-1] == "true"

@@ -7,12 +7,17 @@ Only the repo id becomes the local folder and the image URLs point at a loopback
 
 from __future__ import annotations
 
+import ast
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
+from conftest import make_hub_cache, run_fresh_python
 from PIL import Image
 
-from tests.onnx_fixtures import StaticServer, exported_repos
+from tests.onnx_fixtures import StaticServer, exported_repos, unit
 
 SENTENCES = [
     "غروب جميل على الشاطئ",  # Arabic
@@ -91,3 +96,45 @@ def test_tokenizer_pads_when_tensors_are_requested(exported):
     stock = AutoTokenizer.from_pretrained(repo)
     assert type(stock) is XLMRobertaTokenizer
     assert stock(SENTENCES)["input_ids"] == tokenizer(SENTENCES)["input_ids"]
+
+
+def _card_code_blocks(repo: str, section: str, language: str) -> list[str]:
+    with open(os.path.join(repo, "README.md"), encoding="utf-8") as handle:
+        card = handle.read()
+    start = card.index(f"\n## {section}\n")
+    end = card.find("\n## ", start + 1)
+    body = card[start : end if end != -1 else len(card)]
+    return re.findall(rf"```{language}\n(.*?)```", body, flags=re.S)
+
+
+def test_published_card_onnx_snippets_run_from_an_offline_hub_cache(exported, tmp_path):
+    """The ONNX Runtime and backend="onnx" snippets of the repo's own card, on the repo id, from the Hub cache."""
+    repo = exported("jina-clip-v2")
+    ort_snippet, backend_snippet = _card_code_blocks(repo, "ONNX", "python")
+    repo_id = re.search(r'snapshot_download\("([^"]+)"\)', ort_snippet).group(1)
+    texts = ast.literal_eval(re.search(r"tokenizer\((\[.*?\]), return_tensors", ort_snippet).group(1))
+    card_url = re.search(r'image_processor\(\["([^"]+)"\]\)', ort_snippet).group(1)
+    cache = str(tmp_path / "hub")
+    make_hub_cache(cache, repo_id, repo)
+    name = _beaches(tmp_path)[0]
+    with StaticServer(str(tmp_path)) as server:
+        code = ort_snippet.replace(card_url, server.url(name)) + backend_snippet
+        code += (
+            "import numpy as np\n"
+            f"np.save('ort_text.npy', text_embeddings); np.save('ort_image.npy', image_embeddings)\n"
+            f"np.save('backend_text.npy', model.encode({texts!r}, normalize_embeddings=False))\n"
+        )
+        run_fresh_python(code, tmp_path, env_extra={"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"})
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True, dtype=torch.float32)
+    expected_text = model.encode_text(texts)
+    np.testing.assert_allclose(np.load(tmp_path / "ort_text.npy"), expected_text, atol=1e-5, rtol=0)
+    expected_image = model.encode_image([str(tmp_path / name)])
+    np.testing.assert_allclose(np.load(tmp_path / "ort_image.npy"), expected_image, atol=1e-5, rtol=0)
+    # The backend snippet loads the int8 variant: close to fp32, not equal to it.
+    from sentence_transformers import SentenceTransformer
+
+    torch_fp32 = SentenceTransformer(repo, trust_remote_code=True).encode(texts)
+    cosine = (unit(np.load(tmp_path / "backend_text.npy")) * unit(torch_fp32)).sum(-1)
+    assert cosine.min() >= 0.998 and np.abs(cosine - 1).max() > 0
