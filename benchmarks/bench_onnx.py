@@ -16,7 +16,9 @@ Run: `python benchmarks/bench_onnx.py [--texts 32 --images 32 --rounds 3 --int8 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -47,6 +49,7 @@ def main() -> None:
     from hub_configs.onnx_export import export_graphs, load_fp32, longclip_graphs, parse_variants
 
     work = tempfile.mkdtemp(prefix="bench-onnx-longclip-b-")
+    atexit.register(shutil.rmtree, work, True)  # the exported repo is about 1 GB
     checkpoint = random_original_checkpoint(
         text_width=512,
         text_layers=12,
