@@ -40,29 +40,15 @@ def main() -> None:
     parser.add_argument("--int8", default="qint8_avx512_vnni", help="comma-separated int8 variant names")
     args = parser.parse_args()
 
+    from bench_encode import build_repo
     from PIL import Image
     from sentence_transformers import SentenceTransformer
 
-    from hub_configs.builder import write_repo
-    from hub_configs.families import get_family
-    from hub_configs.longclip import longclip_build, original_to_hf, random_original_checkpoint
     from hub_configs.onnx_export import export_graphs, load_fp32, longclip_graphs, parse_variants
 
     work = tempfile.mkdtemp(prefix="bench-onnx-longclip-b-")
     atexit.register(shutil.rmtree, work, True)  # the exported repo is about 1 GB
-    checkpoint = random_original_checkpoint(
-        text_width=512,
-        text_layers=12,
-        vision_width=768,
-        vision_layers=12,
-        embed_dim=512,
-        patch_size=16,
-        image_size=224,
-        seed=0,
-    )
-    config, state_dict = original_to_hf(checkpoint)
-    build = longclip_build(config, state_dict, model_name="LongCLIP-B-random", random_weights=True)
-    repo = write_repo(get_family("longclip"), build, os.path.join(work, "LongCLIP-B-random"))
+    repo = build_repo(work)  # the same LongCLIP-B-sized model as bench_encode.py
     int8_names = [name for name in args.int8.split(",") if name]
     started = time.perf_counter()
     model, processor = load_fp32(repo)

@@ -36,6 +36,15 @@ DOORS = {
     "onnx": "mmhub export-onnx: onnx/ tower and joint graphs with fp16/int8 variants for ONNX Runtime, "
     'sentence-transformers (backend="onnx") and transformers.js',
 }
+# The doors of every embedding family (a transformers model with get_<modality>_features and the ST module).
+EMBEDDING_DOORS = (
+    "automodel",
+    "processor",
+    "sentence_transformers",
+    "stock_sentence_transformers",
+    "finetune",
+    "onnx",
+)
 
 # The sentence-transformers input module (st_modules/multimodal_transformer.py) and the files it needs.
 ST_MODULE_TYPE = "multimodal_transformer.MultimodalTransformer"
@@ -172,16 +181,7 @@ FAMILIES: dict[str, Family] = {
             },
             modalities=("text", "image"),
             st_module={**_ST_DEFAULTS, "modalities": ["text", "image"]},
-            doors=(
-                "automodel",
-                "processor",
-                "sentence_transformers",
-                "stock_sentence_transformers",
-                "finetune",
-                "stock_clip",
-                "zero_shot_pipeline",
-                "onnx",
-            ),
+            doors=(*EMBEDDING_DOORS, "stock_clip", "zero_shot_pipeline"),
             trainer="hub_configs.finetune",
             onnx_exporter="hub_configs.onnx_export",
             repos=("LongCLIP-B", "LongCLIP-L"),
@@ -222,14 +222,7 @@ FAMILIES: dict[str, Family] = {
             },
             modalities=("text", "image", "audio"),
             st_module={**_ST_DEFAULTS, "modalities": ["text", "image", "audio"]},
-            doors=(
-                "automodel",
-                "processor",
-                "sentence_transformers",
-                "stock_sentence_transformers",
-                "finetune",
-                "onnx",
-            ),
+            doors=EMBEDDING_DOORS,
             extras=("audio",),
             trainer="hub_configs.clipclap_train",
             onnx_exporter="hub_configs.clipclap_onnx",
@@ -255,14 +248,7 @@ FAMILIES: dict[str, Family] = {
             },
             modalities=("text", "image"),
             st_module={**_ST_DEFAULTS, "modalities": ["text", "image"]},
-            doors=(
-                "automodel",
-                "processor",
-                "sentence_transformers",
-                "stock_sentence_transformers",
-                "finetune",
-                "onnx",
-            ),
+            doors=EMBEDDING_DOORS,
             default_dtype="auto",
             extras=("jina",),
             trainer="hub_configs.finetune",

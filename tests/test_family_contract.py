@@ -23,37 +23,16 @@ from PIL import Image
 from hub_configs.builder import config_auto_map
 from hub_configs.families import DOORS, FAMILIES, ST_MODULE_CODE_FILES, family_of
 from tests.family_references import REFERENCES
+from tests.sample_inputs import AUDIO_RATE, TEXTS
+from tests.sample_inputs import images as _images
+from tests.sample_inputs import read_json as _read_json
+from tests.sample_inputs import waveforms as _waveforms
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_FAMILIES = [name for name, family in FAMILIES.items() if family.claims("automodel")]
+
+
 # Short, past CLIP's 77 tokens, and past LongCLIP's 248 tokens.
-TEXTS = [
-    "A red bicycle leaning against a wall.",
-    " ".join(["a tall lighthouse on a rocky coast under heavy grey clouds with gulls circling"] * 6),
-    " ".join(["an old wooden boat drifting slowly across a calm lake at dawn"] * 30),
-]
-AUDIO_RATE = 48_000
-
-
-def _images() -> list[Image.Image]:
-    rng = np.random.default_rng(7)
-    sizes = [(48, 48), (70, 40), (33, 90)]  # square and both non-square orientations
-    return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
-
-
-def _waveforms() -> list[np.ndarray]:
-    t = np.arange(int(1.5 * AUDIO_RATE)) / AUDIO_RATE
-    return [
-        (0.4 * np.sin(2 * np.pi * f * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.3 * t))).astype(np.float32)
-        for f in (330.0, 880.0)
-    ]
-
-
-def _read_json(folder: str, name: str) -> dict:
-    with open(os.path.join(folder, name), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _claiming(door: str) -> list[str]:
     return [name for name, family in FAMILIES.items() if family.claims(door)]
 
