@@ -407,7 +407,9 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
             from transformers import AutoModel, AutoProcessor
             model = AutoModel.from_pretrained(REPO, trust_remote_code=True)
             processor = AutoProcessor.from_pretrained(REPO, trust_remote_code=True)
-            out["automodel"] = [type(model).__name__, type(processor).__name__]
+            features = model.get_text_features(**processor(text=["a cat"], return_tensors="pt", padding=True))
+            features = torch.nn.functional.normalize(getattr(features, "pooler_output", features), dim=-1)
+            out["automodel"] = [type(model).__name__, type(processor).__name__, features[0].tolist()]
         """,
         "sentence_transformers": """
             from sentence_transformers import SentenceTransformer
@@ -416,19 +418,23 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
         """,
         "stock_clip": """
             from transformers import CLIPModel, CLIPProcessor
-            out["stock_clip"] = [type(CLIPModel.from_pretrained(REPO)).__name__,
-                                 type(CLIPProcessor.from_pretrained(REPO)).__name__]
+            model, processor = CLIPModel.from_pretrained(REPO), CLIPProcessor.from_pretrained(REPO)
+            features = model.get_text_features(**processor(text=["a cat"], return_tensors="pt")).pooler_output
+            out["stock_clip"] = [type(model).__name__, type(processor).__name__,
+                                 torch.nn.functional.normalize(features, dim=-1)[0].tolist()]
         """,
         "zero_shot_pipeline": """
             from transformers import pipeline
             classify = pipeline("zero-shot-image-classification", model=REPO, trust_remote_code=True)
-            out["zero_shot_pipeline"] = classify(IMAGE, candidate_labels=["a cat", "a dog"])[0]["label"]
+            scores = classify(IMAGE, candidate_labels=["a cat", "a dog"])
+            out["zero_shot_pipeline"] = {row["label"]: row["score"] for row in scores}
         """,
         "text_encoder": """
             from transformers import CLIPTextModel, CLIPTokenizer
             encoder = CLIPTextModel.from_pretrained(REPO, subfolder="text_encoder")
             tokenizer = CLIPTokenizer.from_pretrained(REPO, subfolder="tokenizer")
-            out["text_encoder"] = [encoder.config.max_position_embeddings, tokenizer.model_max_length]
+            pooled = encoder(**tokenizer(["a cat"], return_tensors="pt")).pooler_output
+            out["text_encoder"] = [encoder.config.max_position_embeddings, tokenizer.model_max_length, pooled[0].tolist()]
         """,
         "custom_pipeline": """
             from diffusers import DiffusionPipeline
@@ -437,7 +443,7 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
         """,
     }
     base = repo + "-sdxl-base"
-    code = f"import json\nREPO, IMAGE, SNAPSHOT, BASE = 'org/{name}', {str(image_path)!r}, {snapshot!r}, {base!r}\n"
+    code = f"import json, torch\nREPO, IMAGE, SNAPSHOT, BASE = 'org/{name}', {str(image_path)!r}, {snapshot!r}, {base!r}\n"
     code += "out = {}\n" + "".join(textwrap.dedent(checks[door]) for door in family.doors if door in checks)
     code += "print(json.dumps(out))\n"
     output = run_fresh_python(code, tmp_path, {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
@@ -445,7 +451,9 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
     assert set(result) == {door for door in family.doors if door in checks}
     if "automodel" in result:
         model_class = family.auto_map["AutoModel"].split(".")[1]
-        assert result["automodel"] == [model_class, family.auto_map["AutoProcessor"].split(".")[1]]
+        assert result["automodel"][:2] == [model_class, family.auto_map["AutoProcessor"].split(".")[1]]
+        text = REFERENCES[name].text(repo, ["a cat"])[0]
+        torch.testing.assert_close(torch.tensor(result["automodel"][2]), text, atol=2e-5, rtol=0)
     if "sentence_transformers" in result:
         embeddings = torch.tensor(result["sentence_transformers"])
         expected = _references(name, repo)
@@ -453,11 +461,34 @@ def test_every_claimed_door_loads_from_an_offline_hub_cache(name, family_repos, 
         torch.testing.assert_close(embeddings[0], reference.text(repo, ["a cat"])[0], atol=2e-5, rtol=0)
         torch.testing.assert_close(embeddings[1], expected["image"][1], atol=2e-5, rtol=0)
     if "stock_clip" in result:
-        assert result["stock_clip"] == ["CLIPModel", "CLIPProcessor"]
+        assert result["stock_clip"][:2] == ["CLIPModel", "CLIPProcessor"]
+        text = REFERENCES[name].text(repo, ["a cat"])[0]
+        torch.testing.assert_close(torch.tensor(result["stock_clip"][2]), text, atol=2e-5, rtol=0)
     if "zero_shot_pipeline" in result:
-        assert result["zero_shot_pipeline"] in ("a cat", "a dog")
+        # The pipeline's scores: softmax over the image's logits against its default hypothesis template.
+        from transformers import CLIPModel, CLIPProcessor
+
+        model, processor = CLIPModel.from_pretrained(repo).eval(), CLIPProcessor.from_pretrained(repo)
+        labels = ["a cat", "a dog"]
+        inputs = processor(
+            text=[f"This is a photo of {label}." for label in labels],
+            images=_images()[1],
+            return_tensors="pt",
+            padding=True,
+        )
+        with torch.inference_mode():
+            expected = model(**inputs).logits_per_image.softmax(-1)[0]
+        got = torch.tensor([result["zero_shot_pipeline"][label] for label in labels])
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     if "text_encoder" in result:
-        assert result["text_encoder"] == [248, 248]
+        assert result["text_encoder"][:2] == [248, 248]
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        encoder = CLIPTextModel.from_pretrained(repo, subfolder="text_encoder").eval()
+        tokens = CLIPTokenizer.from_pretrained(repo, subfolder="tokenizer")(["a cat"], return_tensors="pt")
+        with torch.inference_mode():
+            expected = encoder(**tokens).pooler_output[0].float()
+        torch.testing.assert_close(torch.tensor(result["text_encoder"][2]), expected, atol=1e-5, rtol=0)
     if "custom_pipeline" in result:
         assert result["custom_pipeline"] == "LongCLIPStableDiffusionXLPipeline"
     shutil.rmtree(cache)
