@@ -13,9 +13,7 @@ from torch import nn
 
 def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     # EVA02 rotates interleaved pairs (x0, x1) -> (-x1, x0), unlike the half-split convention of LLaMA-style RoPE.
-    # Sizes are spelled out (no -1) here and below so an exported graph also runs an empty batch, which
-    # transformers.js sends for every text-only call: -1 cannot be inferred from zero elements.
-    pairs = x.unflatten(-1, (x.shape[-1] // 2, 2))
+    pairs = x.unflatten(-1, (-1, 2))
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
@@ -67,16 +65,13 @@ class EvaPatchEmbed(nn.Module):
             raise ValueError(
                 f"pixel_values must be {self.image_size}x{self.image_size} images, got {tuple(pixel_values.shape)}"
             )
-        patches = self.proj(pixel_values.to(self.proj.weight.dtype))
-        batch, width, rows, cols = patches.shape
-        return patches.reshape(batch, width, rows * cols).transpose(1, 2)
+        return self.proj(pixel_values.to(self.proj.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class EvaAttention(nn.Module):
     def __init__(self, width: int, num_heads: int, qkv_bias: bool, subln: bool, eps: float):
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = width // num_heads
         self.q_proj = nn.Linear(width, width, bias=False)
         self.k_proj = nn.Linear(width, width, bias=False)
         self.v_proj = nn.Linear(width, width, bias=False)
@@ -91,7 +86,7 @@ class EvaAttention(nn.Module):
         q = F.linear(x, self.q_proj.weight, self.q_bias)
         k = F.linear(x, self.k_proj.weight)
         v = F.linear(x, self.v_proj.weight, self.v_bias)
-        q, k, v = (t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(batch, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
         if rope is not None:
             # The CLS token (index 0) carries no position.
             q = torch.cat((q[:, :, :1], rope(q[:, :, 1:])), dim=2)
