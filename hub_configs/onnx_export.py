@@ -682,6 +682,7 @@ def export_graphs(
         fp32 = os.path.join(out_dir, f"{spec.stem}.onnx")
         written = {FP32: (fp32, export_fp32(spec, fp32, threshold, checks))}
         by_scheme: dict[tuple[bool, bool, bool], str] = {}
+        copies: dict[str, str] = {}  # copy -> the file it copies (checked once, under the original's name)
         for variant in variants:
             if variant == FP32:
                 continue
@@ -693,6 +694,7 @@ def export_graphs(
             if scheme in by_scheme:
                 # Identical presets (arm64 and avx512_vnni, transformers.js q8) are the same file under two names.
                 external = _copy_model(by_scheme[scheme], path, threshold)
+                copies[path] = by_scheme[scheme]
             else:
                 external = _write_int8(fp32, path, scheme, threshold)
                 by_scheme[scheme] = path
@@ -706,15 +708,22 @@ def export_graphs(
         if verify:
             check_graph(spec, fp32, atol, report, checks)
             for variant, (path, _) in written.items():
-                if variant != FP32:
+                if variant != FP32 and path not in copies:
                     report.min_cosine[os.path.basename(path)] = variant_cosine(spec, path, checks)
+            for path, source in copies.items():
+                report.min_cosine[os.path.basename(path)] = report.min_cosine[os.path.basename(source)]
     return report
 
 
 def _copy_model(source: str, target: str, threshold: int) -> bool:
+    if not os.path.isfile(source + EXTERNAL_DATA_SUFFIX):
+        if os.path.exists(target + EXTERNAL_DATA_SUFFIX):
+            os.remove(target + EXTERNAL_DATA_SUFFIX)  # left by an earlier export of a larger graph
+        shutil.copyfile(source, target)
+        return False
     import onnx
 
-    # Re-saved rather than copied: an external data file must carry the new file's name.
+    # Re-saved rather than copied: the graph names its external data file, which must carry the new file's name.
     return save_model(onnx.load(source), target, threshold)
 
 
