@@ -164,6 +164,11 @@ def copy_code_files(code_files, out_dir: str, rename=None) -> list[str]:
     return written
 
 
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
 def write_json(path: str, payload: Any) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:

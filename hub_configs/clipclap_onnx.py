@@ -30,7 +30,7 @@ import shutil
 from typing import Any
 
 from . import onnx_export
-from .builder import write_json
+from .builder import read_json, write_json
 from .clipclap import METADATA_FILE
 from .onnx_export import GraphSpec, bicubic_stretch_time, clap_frames_target
 
@@ -251,7 +251,7 @@ def write_termite_side_files(repo_dir: str, out_dir: str, model, processor) -> N
     write_json(os.path.join(out_dir, CLIP_CONFIG_FILE), config)
     limit = config["text_config"]["max_position_embeddings"]
     termite_tokenizer(repo_dir, processor, limit).save(os.path.join(out_dir, "tokenizer.json"))
-    tokenizer_config = _without_remote_code(onnx_export.read_json(os.path.join(repo_dir, "tokenizer_config.json")))
+    tokenizer_config = _without_remote_code(read_json(os.path.join(repo_dir, "tokenizer_config.json")))
     write_json(os.path.join(out_dir, "tokenizer_config.json"), {**tokenizer_config, "model_max_length": limit})
     image = _without_remote_code(processor.image_processor.to_dict())
     write_json(os.path.join(out_dir, onnx_export.PREPROCESSOR_CONFIG), {**image, "processor_class": "CLIPProcessor"})

@@ -22,13 +22,11 @@ import os
 import tempfile
 from typing import Any
 
-from .builder import RepoBuild
+from .builder import RepoBuild, read_json
 
 logger = logging.getLogger(__name__)
 
 UPSTREAM_TEXT_PREFIX = "text_model.transformer.roberta."
-OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # The published checkpoint's task (its only LoRA adapter) and instruction prefix.
 PUBLISHED_TASK_INSTRUCTIONS = {"retrieval.query": "Represent the query for retrieving evidence documents: "}
 # Safetensors metadata transformers 4 writes and requires when loading (`{"format": "pt"}`).
@@ -248,11 +246,6 @@ def _load_upstream_state_dict(checkpoint_dir: str) -> dict[str, Any]:
     raise FileNotFoundError(f"No model.safetensors or pytorch_model.bin in {checkpoint_dir}")
 
 
-def _read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _unwrap(name: str, state_dict: dict[str, Any]) -> Any:
     """The base weight of `name`, whether stored plain or as a LoRA parametrization."""
     if name + ".weight" in state_dict:
@@ -332,7 +325,7 @@ def resolve_text_backbone_config(
             "locally; pass its folder or config.json as text_backbone= (for jinaai/jina-clip-v2: the config.json "
             "of jinaai/jina-embeddings-v3)"
         )
-    backbone = {**UPSTREAM_TEXT_DEFAULTS, **_read_json(path)}
+    backbone = {**UPSTREAM_TEXT_DEFAULTS, **read_json(path)}
     backbone.update(text_cfg.get("hf_model_config_kwargs") or {})
     return backbone
 
@@ -626,17 +619,19 @@ def build_tokenizer(checkpoint_dir: str, backbone: dict[str, Any]):
     else:
         raise FileNotFoundError(f"No tokenizer.json or sentencepiece.bpe.model in {checkpoint_dir}")
     config_path = os.path.join(checkpoint_dir, "tokenizer_config.json")
-    limit = _read_json(config_path).get("model_max_length") if os.path.isfile(config_path) else None
+    limit = read_json(config_path).get("model_max_length") if os.path.isfile(config_path) else None
     tokenizer.model_max_length = int(limit if limit is not None else backbone["max_position_embeddings"])
     return tokenizer
 
 
 def build_image_processor(checkpoint_dir: str, image_size: int):
     """`JinaCLIPImageProcessor` with the snapshot's `preprocessor_config.json` settings (same key names)."""
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
     from st_modules.image_processing_jina_clip import JinaCLIPImageProcessor
 
     path = os.path.join(checkpoint_dir, "preprocessor_config.json")
-    upstream = _read_json(path) if os.path.isfile(path) else {}
+    upstream = read_json(path) if os.path.isfile(path) else {}
     size = upstream.get("size", image_size)
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
@@ -681,7 +676,7 @@ def build_from_snapshot(
 
     if not os.path.isdir(checkpoint_dir):
         raise FileNotFoundError(f"Checkpoint folder not found: {checkpoint_dir}")
-    upstream = _read_json(os.path.join(checkpoint_dir, "config.json"))
+    upstream = read_json(os.path.join(checkpoint_dir, "config.json"))
     state_dict = _load_upstream_state_dict(checkpoint_dir)
     target_dtype = _source_dtype(state_dict) if dtype == "auto" else torch_dtype(dtype)
     backbone = resolve_text_backbone_config(checkpoint_dir, upstream, text_backbone)
@@ -839,6 +834,7 @@ def write_tiny_upstream_checkpoint(
     """
     import torch
     from safetensors.torch import save_file
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     from st_modules.jina_eva_vision import EvaRotaryEmbedding2D
 
@@ -1009,7 +1005,7 @@ def write_tiny_upstream_checkpoint(
         )
     # The published tokenizer_config.json: XLM-R special tokens and an 8194-token limit.
     tokenizer_config_path = os.path.join(out_dir, "tokenizer_config.json")
-    tokenizer_config = _read_json(tokenizer_config_path)
+    tokenizer_config = read_json(tokenizer_config_path)
     tokenizer_config.update({"model_max_length": 8194, "tokenizer_class": "XLMRobertaTokenizer"})
     with open(tokenizer_config_path, "w", encoding="utf-8") as handle:
         json.dump(tokenizer_config, handle, indent=2)

@@ -15,8 +15,6 @@ logger = logging.getLogger(__name__)
 
 # The original forward takes rows 0..19 from the frozen CLIP table and the rest from the trained one.
 ORIGINAL_KEEP_POSITIONS = 20
-_OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 # The paper's R@1 (image-to-text / text-to-image), shown in every LongCLIP card as reference anchors.
 PAPER_RESULTS = (
     "| LongCLIP-B | 94.6 / 93.3 | n/a | 57.6 / 40.4 |",
@@ -199,13 +197,14 @@ def load_tokenizer(tokenizer: str | None, max_length: int, vocab_size: int = 494
 
 def build_image_processor(image_size: int):
     from transformers import CLIPImageProcessor
+    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     return CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         resample=3,  # bicubic, as the original preprocessing
-        image_mean=_OPENAI_MEAN,
-        image_std=_OPENAI_STD,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
     )
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -43,7 +42,7 @@ from st_modules.onnx_backend import (
     write_preprocessor_config,
 )
 
-from .builder import write_json
+from .builder import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -817,11 +816,6 @@ def variant_cosine(spec: GraphSpec, path: str, checks: _Checks | None = None) ->
 
 
 # ------------------------------------------------------------------------------------------------- side files
-
-
-def read_json(path: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def declare_external_data(repo_dir: str, files: Sequence[str]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from .media_inputs import load_image
 
@@ -23,8 +24,6 @@ try:
 except ImportError:  # pragma: no cover - pillow is a transformers vision dependency
     Image = None
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Upstream `interpolation` names -> PIL filters (what torchvision's InterpolationMode maps to for PIL images).
 INTERPOLATIONS = {"bicubic": 3, "bilinear": 2, "nearest": 0}
 # Upstream also knows "longest" and "squash"; the published checkpoint uses "shortest", the only mode kept here.
@@ -205,4 +204,4 @@ class JinaCLIPImageProcessor(BaseImageProcessor):
         return output
 
 
-__all__ = ["JinaCLIPImageProcessor", "OPENAI_CLIP_MEAN", "OPENAI_CLIP_STD", "centre_crop_box", "shortest_side_size"]
+__all__ = ["JinaCLIPImageProcessor", "centre_crop_box", "shortest_side_size"]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from hub_configs import jina_clip_v2 as jina
 from hub_configs.factory import make_repo
@@ -201,7 +202,7 @@ def _upstream_pixels(images, size: int = 64) -> torch.Tensor:
             transforms.CenterCrop(size),
             lambda image: image.convert("RGB"),
             transforms.ToTensor(),
-            transforms.Normalize(jina.OPENAI_CLIP_MEAN, jina.OPENAI_CLIP_STD),
+            transforms.Normalize(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
         ]
     )
     return torch.stack([transform(image) for image in images])
@@ -244,7 +245,7 @@ def test_crop_offset_rounds_like_upstream(loaded):
     window = np.asarray(image.convert("RGB"))[:, 4:68]
     pixels = processor.image_processor([image], return_tensors="np")["pixel_values"][0]
     np.testing.assert_array_equal(
-        np.rint((pixels.transpose(1, 2, 0) * jina.OPENAI_CLIP_STD + jina.OPENAI_CLIP_MEAN) * 255), window
+        np.rint((pixels.transpose(1, 2, 0) * OPENAI_CLIP_STD + OPENAI_CLIP_MEAN) * 255), window
     )
 
 
