@@ -545,14 +545,19 @@ class _HTTPHandler(urllib.request.HTTPHandler):
         return self.do_open(self._connection, req)
 
 
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    # Loading the system certificates takes tens of milliseconds; one context serves every fetch and thread.
+    return ssl.create_default_context()
+
+
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, deadline: _Deadline):
         super().__init__()
         self._connection = functools.partial(_DeadlineHTTPSConnection, deadline=deadline)
-        self._tls = ssl.create_default_context()
 
     def https_open(self, req):
-        return self.do_open(self._connection, req, context=self._tls)
+        return self.do_open(self._connection, req, context=_tls_context())
 
 
 class _RefusedRedirect(Exception):

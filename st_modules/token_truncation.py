@@ -160,7 +160,8 @@ class FastTruncatingTokenizer:
         backend_json = json.loads(serialized)
         split_special = bool(getattr(tokenizer, "split_special_tokens", False))
         self._exact = _backend_copy(serialized, split_special)
-        self._added = tuple(token.content for token in self._exact.get_added_tokens_decoder().values())
+        # Lowercased once: the ASCII route compares them with each lowercased text.
+        self._added = tuple(token.content.lower() for token in self._exact.get_added_tokens_decoder().values())
 
         # The special tokens the post-processor puts around a single text, read from probes and checked against the
         # tokenizer's own call.
@@ -376,7 +377,7 @@ class FastTruncatingTokenizer:
                 route = "exact"
             elif self._ascii is not None and text.isascii():
                 lowered = text.lower()
-                if any(token.lower() in lowered for token in self._added):
+                if any(token in lowered for token in self._added):
                     route = "exact"
                 else:
                     route, text = "ascii", self._whitespace.sub(" ", lowered)
