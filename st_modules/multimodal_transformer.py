@@ -124,6 +124,17 @@ def _fixed_window(feature_extractor, options: dict[str, Any]) -> int | None:
     return max_length
 
 
+def _draws_a_long_clip(feature_extractor, options: dict[str, Any]) -> bool:
+    """Whether a batch call would mark a random clip as long: the stock CLAP extractor with `truncation="fusion"`.
+
+    Extractors that choose their windows themselves (`chunk_selection`, CLIPCLAP's) process each clip on its own.
+    """
+    truncation = options.get("truncation")
+    if not isinstance(truncation, str):
+        truncation = getattr(feature_extractor, "truncation", None)
+    return truncation == "fusion" and getattr(feature_extractor, "chunk_selection", None) is None
+
+
 def _accepts_device(component) -> bool:
     """Whether a processor component's `__call__` names a `device` parameter."""
     try:
@@ -443,16 +454,26 @@ class MultimodalTransformer(InputModule):
             [(None, item) for _, item in items],
             self.loader_threads,
         )
-        # One clip per call: a stock CLAP extractor given several short clips with "fusion" marks one of them as
-        # long at random (numpy's global RNG); alone, the draw has one outcome and leaves the RNG state untouched.
-        per_clip = []
-        for waveform, cropped in clips:
-            features = feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options)
-            if cropped and "is_longer" in features:
-                features["is_longer"] = torch.ones_like(features["is_longer"])  # it was longer than the window
-            per_clip.append(features)
-        names = [name for name in self._input_names("audio") if name in per_clip[0]]
-        return {name: torch.cat([features[name] for features in per_clip]) for name in names}
+        waveforms = [waveform for waveform, _ in clips]
+        if _draws_a_long_clip(feature_extractor, options):
+            # One clip per call: a stock CLAP extractor given several short clips with "fusion" marks one of them
+            # as long at random (numpy's global RNG); alone, the draw has one outcome and leaves the RNG untouched.
+            per_clip = [
+                feature_extractor([waveform], sampling_rate=rate, return_tensors="pt", **options)
+                for waveform in waveforms
+            ]
+            names = [name for name in self._input_names("audio") if name in per_clip[0]]
+            features = {name: torch.cat([clip[name] for clip in per_clip]) for name in names}
+        else:
+            processed = feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", **options)
+            features = {name: processed[name] for name in self._input_names("audio") if name in processed}
+        if "is_longer" in features:
+            # Clips cut to the window before the extractor saw them were longer than it.
+            cropped = torch.tensor([was_cropped for _, was_cropped in clips]).view(
+                -1, *[1] * (features["is_longer"].ndim - 1)
+            )
+            features["is_longer"] = features["is_longer"] | cropped
+        return features
 
     # --------------------------------------------------------------------------------------------------- forward
 
