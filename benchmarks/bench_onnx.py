@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import os
 import shutil
 import statistics
@@ -24,6 +25,7 @@ import tempfile
 import time
 
 import numpy as np
+from timing import alternate
 
 
 def _top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
@@ -86,18 +88,14 @@ def main() -> None:
     captions = [" ".join(rng.choice(words, 400)) for _ in range(count)]  # every caption is cut to 248 tokens
     images = [Image.fromarray((rng.rand(256, 320, 3) * 255).astype(np.uint8)) for _ in range(count)]
 
-    timings: dict[str, dict[str, list[float]]] = {name: {"text": [], "image": []} for name in backends}
-    for model in backends.values():  # warm-up: thread pools, allocator, lazy imports
-        model.encode(captions[:2])
-        model.encode(images[:2])
-    for round_index in range(args.rounds):
-        order = list(backends.items())
-        order = order[round_index % len(order) :] + order[: round_index % len(order)]
-        for name, model in order:
-            for modality, items in (("text", captions[: args.texts]), ("image", images[: args.images])):
-                start = time.perf_counter()
-                model.encode(items, batch_size=args.batch_size)
-                timings[name][modality].append(time.perf_counter() - start)
+    inputs = {"text": captions[: args.texts], "image": images[: args.images]}
+    calls = {
+        f"{name}, {modality}": functools.partial(model.encode, items, batch_size=args.batch_size)
+        for name, model in backends.items()
+        for modality, items in inputs.items()
+    }
+    samples = alternate(calls, args.rounds, "encode")
+    timings = {name: {modality: samples[f"{name}, {modality}"] for modality in inputs} for name in backends}
 
     reference_text = backends["torch fp32"].encode(captions[: args.retrieval], batch_size=args.batch_size)
     reference_image = backends["torch fp32"].encode(images[: args.retrieval], batch_size=args.batch_size)

@@ -20,15 +20,12 @@ Without `--real-size` or `--base` it runs the tiny random SDXL, whose timings sh
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import torch
-
-# Run from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from timing import alternate, require
 
 # Words that are one BPE token each, so a prompt of N words is N tokens plus BOS/EOS.
 WORDS = "a quiet harbour at dawn with small fishing boats and old stone houses in warm light".split()  # noqa: SIM905
@@ -122,25 +119,9 @@ def build(args):
     return stock, long, paper, label
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def alternate(functions: dict, repeats: int, device: str) -> dict[str, list[float]]:
+def milliseconds(functions: dict, repeats: int, label: str, device: str) -> dict[str, list[float]]:
     """Milliseconds per call for each function, run in rotating order so drift hits every side alike."""
-    for function in functions.values():
-        function()  # warm-up
-    samples = {name: [] for name in functions}
-    names = list(functions)
-    for repeat in range(repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            synchronize(device)
-            start = time.perf_counter()
-            functions[name]()
-            synchronize(device)
-            samples[name].append((time.perf_counter() - start) * 1000)
-    return samples
+    return {name: [t * 1000 for t in times] for name, times in alternate(functions, repeats, label, device).items()}
 
 
 def summary(values: list[float]) -> str:
@@ -212,13 +193,7 @@ def main() -> None:
     )
     parser.add_argument("--tables", type=int, nargs="+", choices=[1, 2], default=[1, 2])
     args = parser.parse_args()
-    try:
-        import compel  # noqa: F401
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError as error:
-        from hub_configs.families import missing_extra_message
-
-        raise SystemExit(missing_extra_message(error.name)) from None
+    require("compel", "diffusers")
     if bool(args.base) != bool(args.adapter):
         parser.error("--base and --adapter go together")
     from compel import CompelForSDXL
@@ -264,7 +239,7 @@ def main() -> None:
                 "paper": lambda o=ours, n=negatives: paper.encode_prompt(o, device=device, negative_prompt=n),
                 "adapter parse": adapter_parse,
             }
-            samples = alternate(functions, args.repeats, args.device)
+            samples = milliseconds(functions, args.repeats, f"table 1, {tokens} tokens", args.device)
             parse = parse_cache.parse_ms(strings, args.repeats)
             total = [encode + parsing for encode, parsing in zip(samples["compel encode"], parse)]
             print(
@@ -292,7 +267,8 @@ def main() -> None:
             counts[deduplicate] = (windows[0], rows[0])
         for handle in handles:
             handle.remove()
-        samples = alternate({"on": lambda: encode(True), "off": lambda: encode(False)}, args.repeats, args.device)
+        on_off = {"on": lambda: encode(True), "off": lambda: encode(False)}
+        samples = milliseconds(on_off, args.repeats, "table 2", args.device)
         print(f"\n# table 2: batch 4, 246 tokens (no weights), negative {NEGATIVE!r}, chunked mode")
         print("deduplication | bigG window forwards | LongCLIP rows | ms")
         for name, deduplicate in (("on", True), ("off", False)):

@@ -73,21 +73,34 @@ class Comparison:
         )
 
 
-def compare(first: Callable[[], object], second: Callable[[], object], repeats: int, label: str) -> Comparison:
-    """Time `first` and `second` alternately for `repeats` rounds after one warm-up call each."""
+def alternate(
+    functions: Mapping[str, Callable[[], object]], repeats: int, label: str, device=None
+) -> dict[str, list[float]]:
+    """Seconds per call of each function over `repeats` rounds in rotating order (A B C, B C A, ...), after one
+    warm-up call each; with an accelerator `device`, each timer stops when the device's work is done."""
     progress(f"{label}: warm-up")
-    first()
-    second()
-    timings: Mapping[int, list[float]] = {0: [], 1: []}
+    for function in functions.values():
+        function()
+    names = list(functions)
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
-        order = (0, 1) if round_index % 2 == 0 else (1, 0)
-        for slot in order:
-            function = first if slot == 0 else second
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
             start = time.perf_counter()
-            function()
-            timings[slot].append(time.perf_counter() - start)
+            functions[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - start)
         progress(f"{label}: round {round_index + 1}/{repeats}")
-    return Comparison(first=timings[0], second=timings[1])
+    return samples
+
+
+def compare(
+    first: Callable[[], object], second: Callable[[], object], repeats: int, label: str, device=None
+) -> Comparison:
+    """Time `first` and `second` alternately (A B, B A, ...) for `repeats` rounds after one warm-up call each."""
+    samples = alternate({"first": first, "second": second}, repeats, label, device)
+    return Comparison(first=samples["first"], second=samples["second"])
 
 
 def machine_line() -> str:

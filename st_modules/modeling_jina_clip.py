@@ -268,11 +268,7 @@ class JinaCLIPModel(JinaCLIPPreTrainedModel):
             return None
         if isinstance(max_length, bool) or not isinstance(max_length, int):
             return None
-        cached = getattr(self, "_fast_text", None)
-        if cached is None or cached[0] is not tokenizer:
-            cached = (tokenizer, FastTruncatingTokenizer.build(tokenizer))
-            self._fast_text = cached
-        fast = cached[1]
+        fast = FastTruncatingTokenizer.cached_on(self, tokenizer)
         return fast if fast is not None and max_length > fast.num_special_tokens else None
 
     @staticmethod

@@ -412,10 +412,7 @@ class MultimodalTransformer(InputModule):
 
     def _fast_tokenizer(self) -> FastTruncatingTokenizer | None:
         """The exact fast tokenizer for this module's tokenizer, built once (None where it does not apply)."""
-        if getattr(self, "_fast_text", None) is None:
-            # False marks "not applicable", so the check runs once.
-            self._fast_text = FastTruncatingTokenizer.build(self.tokenizer) or False
-        return self._fast_text or None
+        return FastTruncatingTokenizer.cached_on(self, self.tokenizer)
 
     def _process_image(self, items, prompt, overrides) -> dict[str, Any]:
         image_processor = getattr(self.processor, "image_processor", None)

@@ -238,6 +238,15 @@ class FastTruncatingTokenizer:
         except ValueError:
             return None
 
+    @classmethod
+    def cached_on(cls, owner: object, tokenizer) -> FastTruncatingTokenizer | None:
+        """`build(tokenizer)`, done once and kept on `owner` (a model or module) until its tokenizer changes."""
+        cached = getattr(owner, "_fast_text", None)
+        if cached is None or cached[0] is not tokenizer:
+            cached = (tokenizer, cls.build(tokenizer))
+            owner._fast_text = cached
+        return cached[1]
+
     @staticmethod
     def _word_boundary_marks(backend_json: dict) -> tuple[bytearray | None, bool]:
         """Per id: whether the token ends a word (BPE end-of-word suffix) or starts one (Metaspace), and which."""
