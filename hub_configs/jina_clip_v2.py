@@ -685,7 +685,6 @@ def build_from_snapshot(
     config = JinaCLIPConfig(**upstream_to_config_kwargs(upstream, state_dict, backbone))
     model = JinaCLIPModel(config)
     model.load_state_dict(convert_state_dict(upstream, state_dict, backbone), strict=True)
-    model.to(target_dtype)
     tokenizer = build_tokenizer(checkpoint_dir, backbone)
     processor = JinaCLIPProcessor(
         image_processor=build_image_processor(checkpoint_dir, config.vision_config.image_size), tokenizer=tokenizer
@@ -704,7 +703,10 @@ def build_from_snapshot(
         "matryoshka_dims": list(config.matryoshka_dimensions),
         "max_seq_length": sentence_transformers_max_seq_length(tokenizer),
     }
-    return RepoBuild(model=model, processor=processor, card=card, prompts=prompts, module_config=module_config)
+    # write_repo casts once, to the snapshot's own dtype for "auto".
+    return RepoBuild(
+        model=model, processor=processor, card=card, prompts=prompts, module_config=module_config, dtype=target_dtype
+    )
 
 
 # ------------------------------------------------------------------------------------------------ tiny
