@@ -167,7 +167,8 @@ def test_termite_consumer_gets_the_models_embeddings(termite):
     def encode(modality, feeds):
         encoder = _session(folder, ENCODERS[modality])
         outputs = dict(zip([node.name for node in encoder.get_outputs()], encoder.run(None, feeds)))
-        pooled = encoder.run(None, feeds)[0] if modality == "text" else outputs["pooler_output"]
+        # Termite embeds texts from the encoder's first output; the others from the pooled one.
+        pooled = outputs[encoder.get_outputs()[0].name] if modality == "text" else outputs["pooler_output"]
         projected = _session(folder, PROJECTIONS[modality]).run(None, {"input": pooled})[0]
         return _l2(projected)
 
