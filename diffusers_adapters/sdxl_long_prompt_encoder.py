@@ -35,11 +35,13 @@ A prompt without weight syntax is tokenized and encoded exactly as without weigh
 
 Work that is identical across rows is done once: within the prompts and within the negatives, identical rows
 (repeated negatives) and identical bigG windows (all-padding windows of shorter rows) are forwarded once, in order of
-first appearance, and shared by index, so a batch without repeats runs exactly the forward it ran before. Prompts of
-at most 77 tokens without weights keep stock's forwards, repeats included (stock's outputs bit for bit). The
-empty-prompt reference of weighted prompts has a forward of its own, so unweighted positions of a weighted prompt
-are exactly those of the same prompt without weights. That forward is the offset rule's only extra cost: per
-weighted guidance branch, one row per encoder (in chunked mode a single 77-token window for bigG).
+first appearance, and shared by index, so a batch without repeats runs exactly the forward it ran before. bigG's
+pooled projection is applied to the rows of the whole batch, so deduplicated outputs are the undeduplicated ones bit
+for bit (see `_projected_forward`). Prompts of at most 77 tokens without weights keep stock's forwards, repeats
+included (stock's outputs bit for bit). The empty-prompt reference of weighted prompts has a forward of its own, so
+unweighted positions of a weighted prompt are exactly those of the same prompt without weights. That forward is the
+offset rule's only extra cost: per weighted guidance branch, one row per encoder (in chunked mode a single 77-token
+window for bigG).
 """
 
 from __future__ import annotations
@@ -352,6 +354,43 @@ def _forward(run, ids: torch.Tensor, deduplicate: bool):
     return run(unique), index
 
 
+def _projected_forward(text_encoder: nn.Module, call):
+    """Run `call()`, a forward of the bigG `text_encoder`; return its output and a function of row indices giving
+    the pooled projections of those rows.
+
+    The encoder's states of a row do not depend on how many rows share its forward (its matrix products have 77 or
+    more rows per sequence), but a small-batch matrix product does: the projection of a few pooled rows rounds
+    differently from the same rows in a larger batch. So the projection is applied again, through the encoder's own
+    `text_projection` module, to the pooled rows of the whole undeduplicated batch, which makes deduplicated and
+    undeduplicated outputs identical. The projection's input is read with a forward pre-hook, PyTorch's public
+    protocol for it. Without a `text_projection` module the forward's own projections are used.
+    """
+    projection = getattr(text_encoder, "text_projection", None)
+    captured = []
+    handle = (
+        projection.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        if isinstance(projection, nn.Module)
+        else None
+    )
+    try:
+        output = call()
+    finally:
+        if handle is not None:
+            handle.remove()
+    _check_projection(output)
+    pooled = output[0]
+    if len(captured) != 1 or captured[0].shape[0] != pooled.shape[0]:
+        return output, lambda index: pooled[index.to(pooled.device)]
+    pooled_input = captured[0]
+
+    def project(index: torch.Tensor) -> torch.Tensor:
+        if torch.equal(index, torch.arange(pooled.shape[0])):
+            return pooled  # the forward already projected exactly these rows together
+        return projection(pooled_input[index.to(pooled_input.device)])
+
+    return output, project
+
+
 # ---------------------------------------------------------------- weighting
 
 
@@ -409,15 +448,16 @@ def _second_chunked(pipe, content, weights, length, hidden_index, weighting, ded
     device = get_module_execution_device(text_encoder)
 
     def run(x):
-        output = text_encoder(x.to(device), output_hidden_states=True)
-        _check_projection(output)
-        return output[0], output.hidden_states[hidden_index]
+        output, project = _projected_forward(
+            text_encoder, lambda: text_encoder(x.to(device), output_hidden_states=True)
+        )
+        return project, output.hidden_states[hidden_index]
 
-    (pooled, states), index = _forward(run, ids, deduplicate)
+    (project, states), index = _forward(run, ids, deduplicate)
     rows = len(content)
     window_rows = index.to(states.device).reshape(rows, windows)
-    if deduplicate or windows > 1:
-        pooled = pooled[window_rows[:, 0]]
+    # Projected at the undeduplicated batch size (see `_projected_forward`), then window 0 of each row, as stock.
+    pooled = project(index)[torch.arange(rows) * windows]
     if windows == 1 and length == WINDOW_LENGTH:
         # Positions already coincide; skipping the gather keeps stock outputs bit-identical.
         aligned = states[window_rows[:, 0]] if deduplicate else states
@@ -460,11 +500,10 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
 
     def encode(tokenizer, content, weights, forward):
         special = (tokenizer.bos_token_id, tokenizer.eos_token_id, pad)
-        (pooled, states), index = _forward(forward, _padded_ids(content, length, *special)[0], deduplicate)
+        (project, states), index = _forward(forward, _padded_ids(content, length, *special)[0], deduplicate)
+        pooled = None if project is None else project(index)
         if deduplicate:
-            index = index.to(states.device)
-            states = states[index]
-            pooled = None if pooled is None else pooled[index]
+            states = states[index.to(states.device)]
         if any(row is not None for row in weights):
             empty = lambda: forward(_padded_ids([[]], length, *special)[0])[1]  # noqa: E731
             states = _apply_weights(states, _position_weights(weights, length), weighting, empty)
@@ -474,9 +513,10 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
     device_2 = get_module_execution_device(text_encoder_2)
 
     def stretched(x):
-        output = _stretched_forward(text_encoder_2, x.to(device_2))
-        _check_projection(output)
-        return output[0], output.last_hidden_state
+        output, project = _projected_forward(
+            text_encoder_2, lambda: _stretched_forward(text_encoder_2, x.to(device_2))
+        )
+        return project, output.last_hidden_state
 
     states_2, pooled = encode(pipe.tokenizer_2, content_2, weights_2, stretched)
     if getattr(pipe, "text_encoder", None) is None:
@@ -626,7 +666,8 @@ def encode_long_prompt(
         weighting: `"offset"`, `"mean-restore"` or `"off"`; defaults to `pipe.long_prompt_weighting`, else
             `"offset"`.
         deduplicate: Forward identical rows and windows once (the default). `False` only serves measurements:
-            the same values from more forwards, up to rounding where a torch kernel depends on the batch size.
+            the same values from more forwards (identical on CPU, where the encoders' per-sequence products do not
+            depend on the batch size; a GPU library may pick other kernels for other batch sizes).
 
     Raises:
         ValueError, TypeError: on bad inputs or components, before any forward.

@@ -120,8 +120,8 @@ def chunked_reference(
     windows whose last slot holds the following token when that is EOS or padding and EOS while the prompt goes on.
     Output position `p` takes stream token `p - 1` from its window; EOS or padding that opens a window is taken from
     the previous window's last slot. `None` in `contents` is BREAK padding (each encoder's own pad token).
-    Distinct rows and windows are forwarded once, in one batch, in order of first appearance (how the adapter
-    batches them, so a deduplicated result can be compared exactly). Weights (`weights[row][token]`, 1 elsewhere)
+    Every row and every window is forwarded, all in one batch: the undeduplicated computation, which the adapter's
+    deduplicated result must equal exactly. Weights (`weights[row][token]`, 1 elsewhere)
     follow the documented rules against the empty prompt `""` in a forward of its own.
 
     Returns:
@@ -143,10 +143,8 @@ def chunked_reference(
         restored = scaled * (states.mean(dim=(1, 2), keepdim=True) / scaled.mean(dim=(1, 2), keepdim=True))
         return torch.where((rows_weights != 1).any(1)[:, None, None], restored, states)
 
-    def distinct_forward(encoder, rows):
-        distinct = list(dict.fromkeys(tuple(row) for row in rows))
-        output = encoder(torch.tensor(distinct), output_hidden_states=True)
-        return output, [distinct.index(tuple(row)) for row in rows]
+    def every_forward(encoder, rows):
+        return encoder(torch.tensor(rows), output_hidden_states=True)
 
     parts = []
     with torch.no_grad():
@@ -157,8 +155,7 @@ def chunked_reference(
                 + [pad1] * (limit - len(c))
                 for c in contents
             ]
-            output, index = distinct_forward(te1, rows1)
-            states1 = output.hidden_states[hidden_index][index]
+            states1 = every_forward(te1, rows1).hidden_states[hidden_index]
             empty_row = [[tok1.bos_token_id, tok1.eos_token_id] + [pad1] * limit]
             empty1 = te1(torch.tensor(empty_row), output_hidden_states=True).hidden_states[hidden_index]
             parts.append(weigh(states1, empty1, position_weights))
@@ -172,24 +169,24 @@ def chunked_reference(
             for k in range(windows):
                 last = eos if 75 * k + 75 < len(content) else stream[75 * k + 75]
                 window_rows.append([bos, *stream[75 * k : 75 * k + 75], last])
-        output, index = distinct_forward(te2, window_rows)
+        output = every_forward(te2, window_rows)
         window_states, window_pooled = output.hidden_states[hidden_index], output[0]
         empty_window = [[bos, eos] + [pad2] * 75]
         empty2 = te2(torch.tensor(empty_window), output_hidden_states=True).hidden_states[hidden_index][0]
         rows2, empties, pooled = [], [], []
         for row, content in enumerate(contents):
-            columns, slots = [window_states[index[row * windows]][0]], [0]
+            columns, slots = [window_states[row * windows][0]], [0]
             for j in range(length - 1):
                 k, slot = divmod(j, 75)
                 if slot == 0 and j > 0 and j >= len(content):
                     k, position = k - 1, 76  # EOS/padding opening a window also ends the previous one
                 else:
                     position = 1 + slot
-                columns.append(window_states[index[row * windows + k]][position])
+                columns.append(window_states[row * windows + k][position])
                 slots.append(position)
             rows2.append(torch.stack(columns))
             empties.append(empty2[slots])
-            pooled.append(window_pooled[index[row * windows]])
+            pooled.append(window_pooled[row * windows])
         parts.append(weigh(torch.stack(rows2), torch.stack(empties), position_weights))
     return torch.cat(parts, dim=-1), torch.stack(pooled)
 
