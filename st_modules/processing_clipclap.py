@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from transformers import BatchFeature, ClapFeatureExtractor, ProcessorMixin
+from transformers.audio_utils import spectrogram, window_function
 from transformers.processing_utils import ProcessingKwargs
 
 from .clap_features import log_mel_spectrogram
@@ -143,8 +144,10 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
     would draw at random from their centres: the middle 10 s for `rand_trunc`, and the centre of each third for the
     front/middle/back windows of `fusion`. `chunk_selection="random"` restores the stock random draw (training).
 
-    Saved configs name the stock class, so any `transformers` install can read them; `ClipClapProcessor` turns the
-    stock extractor back into this one on load.
+    The recipe is written out here (`clip_features`, `log_mel`) on the stock extractor's public settings and filter
+    banks; none of the stock extractor's private methods is overridden or called. Saved configs name the stock
+    class, so any `transformers` install can read them; `ClipClapProcessor` turns the stock extractor back into this
+    one on load.
     """
 
     def __init__(self, *args, chunk_selection: str = "center", **kwargs):
@@ -160,14 +163,24 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
         output["feature_extractor_type"] = "ClapFeatureExtractor"
         return output
 
-    def _np_extract_fbank_features(self, waveform: np.ndarray, mel_filters: np.ndarray | None = None) -> np.ndarray:
-        """The stock log-mel features, computed in torch (on `__call__`'s `device`) instead of a numpy frame loop.
+    def log_mel(self, waveform: np.ndarray, mel_filters: np.ndarray) -> np.ndarray:
+        """Log-mel features `(frames, mel_bins)` in dB of a mono waveform, as the stock extractor defines them.
 
-        Equal to the stock extractor within 1e-5 dB; inputs the torch path does not cover (no filter bank, clips
-        shorter than half a window) take the stock code.
+        The stock extractor runs `transformers.audio_utils.spectrogram` (centred Hann-window STFT, power 2, dB) in a
+        numpy frame loop; this computes the same in torch, on `__call__`'s `device`, within 1e-5 dB. Clips of at most
+        half a window, which the reflect padding of the torch path cannot take, use `spectrogram` itself.
         """
-        if mel_filters is None or waveform.shape[0] <= self.fft_window_size // 2:
-            return super()._np_extract_fbank_features(waveform, mel_filters)
+        if waveform.shape[0] <= self.fft_window_size // 2:
+            features = spectrogram(
+                waveform,
+                window_function(self.fft_window_size, "hann"),
+                frame_length=self.fft_window_size,
+                hop_length=self.hop_length,
+                power=2.0,
+                mel_filters=mel_filters,
+                log_mel="dB",
+            )
+            return features.T
         features = log_mel_spectrogram(
             waveform,
             mel_filters,
@@ -177,29 +190,58 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
         )
         return features.cpu().numpy()
 
-    def _random_mel_fusion(self, mel, total_frames, chunk_frames):
-        if self.chunk_selection == "random":
-            return super()._random_mel_fusion(mel, total_frames, chunk_frames)
+    def _fusion_view(self, mel: np.ndarray, chunk_frames: int) -> np.ndarray:
+        """`fusion`'s four channels for a long clip: the whole clip shrunk to one window, then a front, middle and back
+        window, one from each third of the valid start range (its middle start, or a uniform draw for "random")."""
         import torch
 
-        # The stock extractor draws one start per third of the valid range; take each third's middle start.
-        ranges = np.array_split(np.arange(total_frames - chunk_frames + 1), 3)
-        starts = [int(part[(len(part) - 1) // 2]) if len(part) else 0 for part in ranges]
-        chunks = [mel[start : start + chunk_frames, :] for start in starts]
+        ranges = [
+            part if len(part) else np.zeros(1, dtype=int)
+            for part in np.array_split(np.arange(mel.shape[0] - chunk_frames + 1), 3)
+        ]
+        if self.chunk_selection == "random":
+            # numpy's global generator, one draw per third in order, as the stock extractor draws them.
+            starts = [int(np.random.choice(part)) for part in ranges]
+        else:
+            starts = [int(part[(len(part) - 1) // 2]) for part in ranges]
         shrunk = torch.nn.functional.interpolate(
             torch.from_numpy(np.ascontiguousarray(mel))[None, None],
             size=[chunk_frames, mel.shape[1]],
             mode="bilinear",
             align_corners=False,
         )[0, 0].numpy()
-        return np.stack([shrunk, *chunks], axis=0)
+        return np.stack([shrunk, *(mel[start : start + chunk_frames] for start in starts)], axis=0)
 
-    def _get_input_mel(self, waveform: np.ndarray, max_length, truncation, padding):
-        if truncation == "rand_trunc" and self.chunk_selection == "center" and waveform.shape[0] > max_length:
-            start = (waveform.shape[0] - max_length) // 2
-            mel, _ = super()._get_input_mel(waveform[start : start + max_length], max_length, truncation, padding)
-            return mel, True
-        return super()._get_input_mel(waveform, max_length, truncation, padding)
+    def clip_features(self, waveform: np.ndarray, max_length: int, truncation: str, padding: str):
+        """Features of one mono clip at the extractor's rate, and whether it counts as longer than the window.
+
+        The CLAP recipe: a clip longer than `max_length` samples gets one window (`rand_trunc`, slaney filters) or the
+        shrunk view plus three windows (`fusion`, HTK filters over the whole clip); a shorter clip is repeated
+        (`repeat`, `repeatpad`) and zero-padded to `max_length`, once per `fusion` channel.
+
+        Returns:
+            `((1 or 4, frames, mel_bins) float64 array, bool)`.
+        """
+        length = waveform.shape[0]
+        if length > max_length and truncation == "rand_trunc":
+            overflow = length - max_length
+            start = overflow // 2 if self.chunk_selection == "center" else np.random.randint(0, overflow + 1)
+            return self.log_mel(waveform[start : start + max_length], self.mel_filters_slaney)[None], True
+        if length > max_length:
+            mel = self.log_mel(waveform, self.mel_filters)
+            chunk_frames = max_length // self.hop_length + 1  # a centred STFT has one frame more than hops
+            if chunk_frames == mel.shape[0]:  # longer by less than a hop: the whole clip is one window
+                return np.stack([mel] * 4, axis=0), False
+            return self._fusion_view(mel, chunk_frames), True
+        if length < max_length:
+            if padding == "repeat":
+                waveform = np.tile(waveform, max_length // length + 1)[:max_length]
+            elif padding == "repeatpad":
+                waveform = np.tile(waveform, max_length // length)
+            waveform = np.pad(waveform, (0, max_length - waveform.shape[0]))
+        if truncation == "fusion":
+            return np.stack([self.log_mel(waveform, self.mel_filters)] * 4, axis=0), False
+        return self.log_mel(waveform, self.mel_filters_slaney)[None], False
 
     def __call__(
         self,
@@ -239,7 +281,7 @@ class ClipClapFeatureExtractor(ClapFeatureExtractor):
         device_token = _FEATURE_DEVICE.set(device)
         try:
             mels, longer = zip(
-                *(self._get_input_mel(w.astype(np.float64), max_length, truncation, padding) for w, _ in clips)
+                *(self.clip_features(w.astype(np.float64), max_length, truncation, padding) for w, _ in clips)
             )
         finally:
             _FEATURE_DEVICE.reset(device_token)

@@ -38,21 +38,26 @@ def stock():
     return ClapFeatureExtractor()
 
 
+def _numpy_log_mel(extractor, waveform: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """The stock features `(frames, mel_bins)`: transformers' public numpy `spectrogram` with CLAP's settings."""
+    return spectrogram(
+        waveform,
+        window_function(extractor.fft_window_size, "hann"),
+        frame_length=extractor.fft_window_size,
+        hop_length=extractor.hop_length,
+        power=2.0,
+        mel_filters=bank,
+        log_mel="dB",
+    ).T
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("filters", ["mel_filters", "mel_filters_slaney"])
 @pytest.mark.parametrize("name", list(_clips()))
 def test_log_mel_equals_transformers_spectrogram(stock, name, filters, device):
     waveform = _clips()[name]
     bank = getattr(stock, filters)
-    expected = spectrogram(
-        waveform,
-        window_function(stock.fft_window_size, "hann"),
-        frame_length=stock.fft_window_size,
-        hop_length=stock.hop_length,
-        power=2.0,
-        mel_filters=bank,
-        log_mel="dB",
-    ).T
+    expected = _numpy_log_mel(stock, waveform, bank)
     ours = log_mel_spectrogram(
         waveform, bank, fft_window_size=stock.fft_window_size, hop_length=stock.hop_length, device=device
     )
@@ -97,14 +102,28 @@ def test_extractor_equals_its_numpy_features_for_long_clips(truncation):
     """Longer clips (centre windows, fusion's shrunk view): torch features against the stock numpy features."""
 
     class NumpyFeatures(ClipClapFeatureExtractor):
-        def _np_extract_fbank_features(self, waveform, mel_filters=None):
-            return ClapFeatureExtractor._np_extract_fbank_features(self, waveform, mel_filters)
+        def log_mel(self, waveform, mel_filters):
+            return _numpy_log_mel(self, waveform, mel_filters)
 
     clips = [_clips()["long noise"], np.tile(_clips()["sine"], 6)]
     ours = ClipClapFeatureExtractor(truncation=truncation)(clips, sampling_rate=RATE, return_tensors="np")
     expected = NumpyFeatures(truncation=truncation)(clips, sampling_rate=RATE, return_tensors="np")
     np.testing.assert_allclose(ours["input_features"], expected["input_features"], atol=TOLERANCE, rtol=0)
     np.testing.assert_array_equal(ours["is_longer"], expected["is_longer"])
+
+
+@pytest.mark.parametrize("truncation", ["fusion", "rand_trunc"])
+def test_random_chunk_selection_draws_as_the_stock_extractor(stock, truncation):
+    """`chunk_selection="random"` (training) takes the stock extractor's windows for the same numpy seed."""
+    clips = [_clips()["long noise"], np.tile(_clips()["sine"], 6), _clips()["sine"]]
+    ours = ClipClapFeatureExtractor(truncation=truncation, chunk_selection="random")
+    for seed in (0, 1):
+        np.random.seed(seed)
+        drawn = ours(clips, sampling_rate=RATE, return_tensors="np")
+        np.random.seed(seed)
+        expected = stock(clips, sampling_rate=RATE, truncation=truncation, return_tensors="np")
+        np.testing.assert_allclose(drawn["input_features"], expected["input_features"], atol=TOLERANCE, rtol=0)
+        np.testing.assert_array_equal(drawn["is_longer"], expected["is_longer"])
 
 
 def test_sentence_transformers_audio_uses_the_torch_features(tmp_path):
