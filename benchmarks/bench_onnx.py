@@ -9,6 +9,9 @@ embeddings) with random weights, built through the real conversion path and expo
    reported as median and range.
 2. Agreement on 64 captions x 64 images: cosine of each embedding to torch fp32's, and the overlap of the top-10
    text-to-image retrieval lists with torch fp32's.
+3. The ceiling: the towers are dominated by matrix products, so one product of each tower's MLP shape (a batch of
+   captions or images, width to 4 x width) in ONNX Runtime fp32 and int8 (written by the exporter's quantizer)
+   against torch fp32 bounds what any graph of those towers can gain on this CPU.
 
 Run: `python benchmarks/bench_onnx.py [--texts 32 --images 32 --rounds 3 --int8 qint8_avx512_vnni,quint8_avx2]`.
 """
@@ -32,6 +35,49 @@ def _top_k(queries: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(queries @ items.T), axis=1)[:, :k]
 
 
+def _gemm_ceiling(int8_names: list[str], batch: int, rounds: int) -> None:
+    """Section 3 of the module docstring."""
+    import onnx
+    import onnxruntime
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hub_configs.onnx_export import INT8_SCHEMES, OPSET, _write_int8
+
+    rng = np.random.RandomState(0)
+    folder = tempfile.mkdtemp(prefix="bench-onnx-gemm-")
+    atexit.register(shutil.rmtree, folder, True)
+    print("matrix product ceiling (rows x width -> 4 x width, fp32 inputs):")
+    for tower, rows, width in (("text", batch * 248, 512), ("vision", batch * 197, 768)):
+        weight = (0.02 * rng.randn(width, 4 * width)).astype(np.float32)
+        inputs = rng.randn(rows, width).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "matmul",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", width])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", 4 * width])],
+            [numpy_helper.from_array(weight, "w")],
+        )
+        fp32 = os.path.join(folder, f"{tower}.onnx")
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), fp32)
+        files = {"onnx fp32": fp32}
+        for name in int8_names:
+            files[f"onnx {name}"] = os.path.join(folder, f"{tower}_{name}.onnx")
+            _write_int8(fp32, files[f"onnx {name}"], INT8_SCHEMES[name], 2**31)
+        sessions = {
+            key: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]) for key, path in files.items()
+        }
+        calls = {"torch fp32": functools.partial(torch.matmul, torch.from_numpy(inputs), torch.from_numpy(weight))}
+        calls.update({key: functools.partial(session.run, None, {"x": inputs}) for key, session in sessions.items()})
+        samples = alternate(calls, rounds, f"matmul {tower}")
+        flop = 2 * rows * width * 4 * width
+        line = f"  {tower:6s} {rows} x {width} -> {4 * width}: torch fp32 {flop / min(samples['torch fp32']) / 1e9:.0f} GFLOP/s"
+        for key in files:
+            ratios = [t / o for t, o in zip(samples["torch fp32"], samples[key])]
+            line += f", {key} x{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=32, help="captions per timed encode call")
@@ -40,6 +86,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--int8", default="qint8_avx512_vnni", help="comma-separated int8 variant names")
+    parser.add_argument("--ceiling-only", action="store_true", help="only the matrix product ceiling (section 3)")
     args = parser.parse_args()
 
     from bench_encode import build_repo
@@ -48,10 +95,13 @@ def main() -> None:
 
     from hub_configs.onnx_export import export_graphs, load_fp32, longclip_graphs, parse_variants
 
+    int8_names = [name for name in args.int8.split(",") if name]
+    _gemm_ceiling(int8_names, args.batch_size, max(args.rounds, 5))
+    if args.ceiling_only:
+        return
     work = tempfile.mkdtemp(prefix="bench-onnx-longclip-b-")
     atexit.register(shutil.rmtree, work, True)  # the exported repo is about 1 GB
     repo = build_repo(work)  # the same LongCLIP-B-sized model as bench_encode.py
-    int8_names = [name for name in args.int8.split(",") if name]
     started = time.perf_counter()
     model, processor = load_fp32(repo)
     towers = longclip_graphs(model, processor)[:2]  # the joint graph is not what encode runs

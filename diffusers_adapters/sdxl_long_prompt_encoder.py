@@ -40,8 +40,8 @@ pooled projection is applied to the rows of the whole batch, so deduplicated out
 for bit (see `_projected_forward`). Prompts of at most 77 tokens without weights keep stock's forwards, repeats
 included (stock's outputs bit for bit). The empty-prompt reference of weighted prompts has a forward of its own, so
 unweighted positions of a weighted prompt are exactly those of the same prompt without weights. That forward is the
-offset rule's only extra cost: per weighted guidance branch, one row per encoder (in chunked mode a single 77-token
-window for bigG).
+offset rule's only extra cost: one row per encoder and layer in each call (in chunked mode a single 77-token window for
+bigG), shared by the weighted guidance branches.
 """
 
 from __future__ import annotations
@@ -412,6 +412,22 @@ def _apply_weights(states: torch.Tensor, weights: torch.Tensor, weighting: str, 
     return torch.where(touched, restored.to(states.dtype), states)
 
 
+class _EmptyPromptStates:
+    """The empty prompt's states per encoder and layer, forwarded at most once per `encode_prompt` call.
+
+    Both guidance branches of a call weigh against the same reference; forwarding the same ids through the same
+    encoder once and sharing the result gives exactly what two forwards give.
+    """
+
+    def __init__(self):
+        self._states: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple, forward) -> torch.Tensor:
+        if key not in self._states:
+            self._states[key] = forward()
+        return self._states[key]
+
+
 # ---------------------------------------------------------------- encoders
 
 
@@ -420,7 +436,7 @@ def _check_projection(output) -> None:
         raise ValueError("`text_encoder_2` must return pooled projections first (a CLIPTextModelWithProjection)")
 
 
-def _first_chunked(pipe, content, weights, length, hidden_index, weighting, deduplicate) -> torch.Tensor:
+def _first_chunked(pipe, content, weights, length, hidden_index, weighting, deduplicate, empties) -> torch.Tensor:
     """LongCLIP-L (or stock CLIP-L) states `[rows, length, dim]` from one pass over the whole prompt."""
     tokenizer, text_encoder = pipe.tokenizer, pipe.text_encoder
     special = (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -436,12 +452,14 @@ def _first_chunked(pipe, content, weights, length, hidden_index, weighting, dedu
     if any(row is not None for row in weights):
         # The empty prompt gets a forward of its own, so the prompts' forward (and every unweighted position) is
         # exactly the one an unweighted call runs.
-        empty = lambda: run(_padded_ids([[]], length, *special)[0])  # noqa: E731
+        def empty():
+            return empties.get(("first", hidden_index), lambda: run(_padded_ids([[]], length, *special)[0]))
+
         states = _apply_weights(states, _position_weights(weights, length), weighting, empty)
     return states
 
 
-def _second_chunked(pipe, content, weights, length, hidden_index, weighting, deduplicate):
+def _second_chunked(pipe, content, weights, length, hidden_index, weighting, deduplicate, empties):
     """bigG states `[rows, length, dim]` realigned from 77-token windows, and pooled `[rows, dim]` of window 0."""
     tokenizer, text_encoder = pipe.tokenizer_2, pipe.text_encoder_2
     ids, gather, windows = _window_ids(content, length, tokenizer)
@@ -468,7 +486,9 @@ def _second_chunked(pipe, content, weights, length, hidden_index, weighting, ded
     if any(row is not None for row in weights):
         # "" as stock tokenizes it (one window), in a forward of its own (see `_first_chunked`).
         def empty():
-            window = run(_window_ids([[]], WINDOW_LENGTH, tokenizer)[0])[1][0]
+            window = empties.get(
+                ("second", hidden_index), lambda: run(_window_ids([[]], WINDOW_LENGTH, tokenizer)[0])[1][0]
+            )
             return window[gather.to(window.device) % WINDOW_LENGTH]
 
         aligned = _apply_weights(aligned, _position_weights(weights, length), weighting, empty)
@@ -493,19 +513,22 @@ def _stretched_forward(text_encoder_2: nn.Module, ids: torch.Tensor):
         embeddings.position_embedding = original
 
 
-def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, deduplicate):
+def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, deduplicate, empties):
     """Both encoders over `length` positions (bigG stretched), final-layer states; pooled from stretched bigG."""
     # The original recipe tokenizes both prompts with open_clip's tokenizer: zero ("!") padding for both encoders.
     pad = pipe.tokenizer_2.pad_token_id
 
-    def encode(tokenizer, content, weights, forward):
+    def encode(name, tokenizer, content, weights, forward):
         special = (tokenizer.bos_token_id, tokenizer.eos_token_id, pad)
         (project, states), index = _forward(forward, _padded_ids(content, length, *special)[0], deduplicate)
         pooled = None if project is None else project(index)
         if deduplicate:
             states = states[index.to(states.device)]
         if any(row is not None for row in weights):
-            empty = lambda: forward(_padded_ids([[]], length, *special)[0])[1]  # noqa: E731
+
+            def empty():
+                return empties.get((name,), lambda: forward(_padded_ids([[]], length, *special)[0])[1])
+
             states = _apply_weights(states, _position_weights(weights, length), weighting, empty)
         return states, pooled
 
@@ -518,7 +541,7 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
         )
         return project, output.last_hidden_state
 
-    states_2, pooled = encode(pipe.tokenizer_2, content_2, weights_2, stretched)
+    states_2, pooled = encode("paper second", pipe.tokenizer_2, content_2, weights_2, stretched)
     if getattr(pipe, "text_encoder", None) is None:
         return states_2, pooled
     text_encoder = pipe.text_encoder
@@ -527,7 +550,7 @@ def _paper(pipe, content_1, weights_1, content_2, weights_2, length, weighting, 
     def first(x):
         return None, text_encoder(x.to(device_1)).last_hidden_state
 
-    states_1, _ = encode(pipe.tokenizer, content_1, weights_1, first)
+    states_1, _ = encode("paper first", pipe.tokenizer, content_1, weights_1, first)
     return torch.concat([states_1, states_2.to(states_1.device)], dim=-1), pooled
 
 
@@ -616,18 +639,26 @@ class _Branch:
     def weighted(self) -> bool:
         return any(row is not None for weights in (self.weights_1 or [], self.weights_2) for row in weights)
 
-    def encode(self, pipe, mode: str, length: int, weighting: str, deduplicate: bool):
+    def encode(self, pipe, mode: str, length: int, weighting: str, deduplicate: bool, empties: _EmptyPromptStates):
         if mode == "paper":
             return _paper(
-                pipe, self.content_1, self.weights_1, self.content_2, self.weights_2, length, weighting, deduplicate
+                pipe,
+                self.content_1,
+                self.weights_1,
+                self.content_2,
+                self.weights_2,
+                length,
+                weighting,
+                deduplicate,
+                empties,
             )
         states_2, pooled = _second_chunked(
-            pipe, self.content_2, self.weights_2, length, self.hidden_index, weighting, deduplicate
+            pipe, self.content_2, self.weights_2, length, self.hidden_index, weighting, deduplicate, empties
         )
         if self.content_1 is None:
             return states_2, pooled
         states_1 = _first_chunked(
-            pipe, self.content_1, self.weights_1, length, self.hidden_index, weighting, deduplicate
+            pipe, self.content_1, self.weights_1, length, self.hidden_index, weighting, deduplicate, empties
         )
         return torch.concat([states_1, states_2.to(states_1.device)], dim=-1), pooled
 
@@ -735,9 +766,10 @@ def encode_long_prompt(
         stock_shaped = mode == "chunked" and length == WINDOW_LENGTH and not any(b.weighted for b in branches.values())
         _set_lora_scale(pipe, lora_scale)
         try:
+            empties = _EmptyPromptStates()
             with torch.no_grad():  # not inference_mode: callbacks may later update these embeddings in place
                 encoded = {
-                    name: branch.encode(pipe, mode, length, weighting, deduplicate and not stock_shaped)
+                    name: branch.encode(pipe, mode, length, weighting, deduplicate and not stock_shaped, empties)
                     for name, branch in branches.items()
                 }
         finally:

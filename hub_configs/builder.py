@@ -169,6 +169,38 @@ def read_json(path: str) -> Any:
         return json.load(handle)
 
 
+def read_pairs_lines(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON-lines pairs file with their line numbers (blank lines skipped).
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: a line is not a JSON object (named as `path:line`).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Pairs file {path!r} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number} must be a JSON object, got {row!r}")
+            rows.append((number, row))
+    return rows
+
+
+def resolve_media_path(value: Any, pairs_file: str) -> Any:
+    """A relative local path in a pairs file, taken from the file's folder; URLs, data URIs, absolute paths and
+    non-strings unchanged."""
+    if not isinstance(value, str) or "://" in value or value.startswith("data:") or os.path.isabs(value):
+        return value
+    return os.path.join(os.path.dirname(os.path.abspath(pairs_file)), value)
+
+
 def write_json(path: str, payload: Any) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:

@@ -8,12 +8,11 @@ identity-initialised `Linear(512, 512, bias=False)` is trained with a symmetric 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from typing import Any
 
-from .builder import source_label, write_json
+from .builder import read_pairs_lines, resolve_media_path, source_label, write_json
 from .clipclap import METADATA_FILE
 
 logger = logging.getLogger(__name__)
@@ -36,34 +35,19 @@ def read_pairs(path: str) -> list[dict[str, Any]]:
     `{"audio_embedding": [...], "text_embedding": [...]}` (CLAP audio and CLIP text embeddings); all lines must use
     the same form.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Pairs file {path!r} does not exist")
-    base = os.path.dirname(os.path.abspath(path))
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number} must be a JSON object")
-            if {"audio_embedding", "text_embedding"} <= row.keys():
-                rows.append({"audio_embedding": row["audio_embedding"], "text_embedding": row["text_embedding"]})
-            elif {"audio", "caption"} <= row.keys():
-                if not isinstance(row["caption"], str) or not isinstance(row["audio"], str):
-                    raise ValueError(f"{path}:{number}: 'audio' and 'caption' must be strings")
-                audio = row["audio"]
-                if not audio.startswith(("http://", "https://")) and not os.path.isabs(audio):
-                    audio = os.path.join(base, audio)
-                rows.append({"audio": audio, "caption": row["caption"]})
-            else:
-                raise ValueError(
-                    f"{path}:{number} needs 'audio' and 'caption' keys (or 'audio_embedding' and 'text_embedding'), "
-                    f"got {sorted(row)}"
-                )
+    for number, row in read_pairs_lines(path):
+        if {"audio_embedding", "text_embedding"} <= row.keys():
+            rows.append({"audio_embedding": row["audio_embedding"], "text_embedding": row["text_embedding"]})
+        elif {"audio", "caption"} <= row.keys():
+            if not isinstance(row["caption"], str) or not isinstance(row["audio"], str):
+                raise ValueError(f"{path}:{number}: 'audio' and 'caption' must be strings")
+            rows.append({"audio": resolve_media_path(row["audio"], path), "caption": row["caption"]})
+        else:
+            raise ValueError(
+                f"{path}:{number} needs 'audio' and 'caption' keys (or 'audio_embedding' and 'text_embedding'), "
+                f"got {sorted(row)}"
+            )
     if len(rows) < 2:
         raise ValueError(f"Pairs file {path!r} has {len(rows)} pairs; training needs at least 2")
     kinds = {"audio_embedding" in row for row in rows}

@@ -10,9 +10,7 @@ For LongCLIP the first `keep_positions` text position rows stay frozen, as in th
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import tempfile
 from typing import Any
 
@@ -23,25 +21,14 @@ MEDIA_COLUMNS = ("image", "audio")
 
 def read_pairs(path: str) -> list[dict[str, Any]]:
     """Read JSON lines `{"caption": TEXT, "image": PATH}` (or `"audio"`); relative paths are taken from the file's folder."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Pairs file {path!r} does not exist")
-    base = os.path.dirname(os.path.abspath(path))
+    from .builder import read_pairs_lines, resolve_media_path
+
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not JSON: {error}") from error
-            media = [key for key in MEDIA_COLUMNS if key in row]
-            if not isinstance(row, dict) or "caption" not in row or len(media) != 1:
-                raise ValueError(f"{path}:{number} needs a 'caption' and exactly one of {MEDIA_COLUMNS}, got {row!r}")
-            value = row[media[0]]
-            if isinstance(value, str) and not os.path.isabs(value) and "://" not in value:
-                value = os.path.join(base, value)
-            rows.append({"caption": row["caption"], media[0]: value})
+    for number, row in read_pairs_lines(path):
+        media = [key for key in MEDIA_COLUMNS if key in row]
+        if "caption" not in row or len(media) != 1:
+            raise ValueError(f"{path}:{number} needs a 'caption' and exactly one of {MEDIA_COLUMNS}, got {row!r}")
+        rows.append({"caption": row["caption"], media[0]: resolve_media_path(row[media[0]], path)})
     if not rows:
         raise ValueError(f"Pairs file {path!r} holds no pairs")
     if len({next(key for key in MEDIA_COLUMNS if key in row) for row in rows}) != 1:

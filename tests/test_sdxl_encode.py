@@ -341,6 +341,34 @@ def test_identical_rows_and_windows_forwarded_once_with_identical_outputs(mode, 
     assert_all_equal(every_window, deduplicated)
 
 
+# Forwarded rows per encoder when both guidance branches are weighted (batch 2, 154 positions): the prompts, the
+# empty prompt once for the whole call, then the negative's distinct rows. bigG in chunked mode reads 3 windows per
+# row (152 tokens); the third is padding in every row, so the prompts need 5 distinct windows and the negative 3.
+EMPTY_ONCE_COUNTS = {"chunked": ([2, 1, 1], [5, 1, 3]), "paper": ([2, 1, 1], [2, 1, 1])}
+
+
+@pytest.mark.parametrize("mode", sorted(EMPTY_ONCE_COUNTS))
+def test_empty_prompt_reference_forwarded_once_per_call(mode):
+    components = long_components()
+    pipe = long_pipeline(components, mode=mode)
+    prompts = [f"(red fox:1.3) {words(100)}", f"{words(120, 2)} [dark]"]
+    negative = f"[blurry] {words(110, 4)}"
+    rows_1, rows_2 = [], []
+    handles = [_count_rows(components["text_encoder"], rows_1), _count_rows(components["text_encoder_2"], rows_2)]
+    try:
+        embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
+            prompts, device=CPU, negative_prompt=negative
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert (rows_1, rows_2) == EMPTY_ONCE_COUNTS[mode]
+    # Sharing the reference changes nothing: each branch alone (same length, 154) gives the same embeddings.
+    alone = dict(device=CPU, do_classifier_free_guidance=False)
+    assert_all_equal(pipe.encode_prompt(prompts, **alone)[::2], (embeds, pooled))
+    assert_all_equal(pipe.encode_prompt([negative] * 2, **alone)[::2], (negative_embeds, negative_pooled))
+
+
 def test_deduplicated_batch_equals_every_window_reference_exactly():
     from sdxl_fixtures import chunked_reference, joint_length, token_ids
 
