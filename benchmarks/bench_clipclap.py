@@ -22,7 +22,7 @@ import argparse
 import os
 import tempfile
 
-from timing import compare, machine_line, progress, require, synchronize
+from timing import compare, machine_line, pool_lines, progress, require, synchronize
 
 
 def main() -> None:
@@ -123,6 +123,7 @@ def main() -> None:
         export_onnx(repo, onnx_dir, verify=False)
         audio_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_model.onnx"))
         projection_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "audio_projection.onnx"))
+        projection_input = projection_session.get_inputs()[0].name  # "input" in Termite's layout
         cpu_model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
         feed = features.numpy()
 
@@ -132,7 +133,7 @@ def main() -> None:
 
         def onnx_forward():
             pooled = audio_session.run(None, {"input_features": feed})[0]
-            projection_session.run(None, {"pooler_output": pooled})
+            projection_session.run(None, {projection_input: pooled})
 
         lines.append(
             compare(torch_forward, onnx_forward, args.repeats, "onnx").line(
@@ -141,19 +142,8 @@ def main() -> None:
         )
 
     if args.processes > 1:
-        progress(f"starting a pool of {args.processes} processes on {device}")
-        pool = st.start_multi_process_pool([str(device)] * args.processes)
-        try:
-
-            def pool_arrays():
-                st.encode(arrays, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
-
-            label = f"arrays, pool x{args.processes}"
-            lines.append(
-                compare(raw_arrays, pool_arrays, args.repeats, label).line(label, "raw", "encode", len(clips))
-            )
-        finally:
-            st.stop_multi_process_pool(pool)
+        cases = [("arrays", raw_arrays, arrays, len(clips), args.batch_size)]
+        lines += pool_lines(st, device, args.processes, args.repeats, cases)
 
     print(machine_line())
     print(

@@ -26,7 +26,7 @@ import argparse
 import os
 import tempfile
 
-from timing import compare, machine_line, progress, require, synchronize
+from timing import compare, machine_line, pool_lines, progress, require, synchronize
 
 
 def build_repo(work: str) -> str:
@@ -147,29 +147,16 @@ def main() -> None:
         ),
     ]
     if args.processes > 1:
-        progress(f"starting a pool of {args.processes} processes on {device}")
-        pool = model.start_multi_process_pool([str(device)] * args.processes)
-        try:
-
-            def pool_text():
-                model.encode(captions, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
-
-            def pool_images():
-                model.encode(image_paths, batch_size=args.batch_size, pool=pool, chunk_size=args.batch_size)
-
-            label = f"pool x{args.processes}"
-            lines.append(
-                compare(raw_text, pool_text, args.repeats, f"texts, {label}").line(
-                    f"texts, {label}", "raw", "encode", args.texts
-                )
-            )
-            lines.append(
-                compare(raw_images, pool_images, args.repeats, f"images, {label}").line(
-                    f"images, {label}", "raw", "encode", args.images
-                )
-            )
-        finally:
-            model.stop_multi_process_pool(pool)
+        lines += pool_lines(
+            model,
+            device,
+            args.processes,
+            args.repeats,
+            [
+                ("texts", raw_text, captions, args.texts, args.batch_size),
+                ("images", raw_images, image_paths, args.images, args.batch_size),
+            ],
+        )
 
     print(machine_line())
     print(

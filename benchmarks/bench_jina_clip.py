@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 import torch
 from PIL import Image
-from timing import compare, machine_line, progress, require, synchronize
+from timing import compare, machine_line, pool_lines, progress, require, synchronize
 
 
 def resize_to_real_dimensions(repo: str, layers: int = 24) -> None:
@@ -148,25 +148,8 @@ def main() -> None:
         ),
     ]
     if args.processes > 1:
-        progress(f"starting a pool of {args.processes} processes on {device}")
-        pool = st.start_multi_process_pool([str(device)] * args.processes)
-        try:
-            label = f"pool x{args.processes}"
-            lines.append(
-                compare(
-                    raw_text(limit),
-                    lambda: st.encode(texts, batch_size=n, pool=pool, chunk_size=n),
-                    args.repeats,
-                    label,
-                ).line(f"texts, {label}", "raw", "encode", count)
-            )
-            lines.append(
-                compare(
-                    raw_images, lambda: st.encode(images, batch_size=n, pool=pool, chunk_size=n), args.repeats, label
-                ).line(f"images, {label}", "raw", "encode", count)
-            )
-        finally:
-            st.stop_multi_process_pool(pool)
+        cases = [("texts", raw_text(limit), texts, count, n), ("images", raw_images, images, count, n)]
+        lines += pool_lines(st, device, args.processes, args.repeats, cases)
     print(machine_line())
     print(
         f"device={device} dtype={model.dtype} batch={n} x {args.batches}, best of {args.repeats} alternated rounds "

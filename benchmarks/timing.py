@@ -103,6 +103,33 @@ def compare(
     return Comparison(first=samples["first"], second=samples["second"])
 
 
+def pool_lines(model, device, processes: int, repeats: int, cases) -> list[str]:
+    """`encode` through a sentence-transformers pool of `processes` processes on `device`, against each raw path.
+
+    Args:
+        model: The `SentenceTransformer`.
+        cases: `(name, raw, items, count, batch_size)` per input kind: `raw()` is the direct path, `items` what
+            `encode` gets (one chunk per batch), `count` the number of items a call embeds.
+
+    Returns:
+        One `Comparison.line` per case.
+    """
+    progress(f"starting a pool of {processes} processes on {device}")
+    pool = model.start_multi_process_pool([str(device)] * processes)
+    try:
+        lines = []
+        for name, raw, items, count, batch_size in cases:
+            label = f"{name}, pool x{processes}"
+
+            def pooled(items=items, batch_size=batch_size):
+                model.encode(items, batch_size=batch_size, pool=pool, chunk_size=batch_size)
+
+            lines.append(compare(raw, pooled, repeats, label).line(label, "raw", "encode", count))
+        return lines
+    finally:
+        model.stop_multi_process_pool(pool)
+
+
 def machine_line() -> str:
     """CPU count, torch threads and load average: the conditions a figure was measured under."""
     import torch

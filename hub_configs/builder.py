@@ -87,7 +87,7 @@ def write_repo(family: Family, build: RepoBuild, out_dir: str) -> str:
     if family.st_module is not None:
         write_sentence_transformers_files(
             out_dir,
-            module_config={**family.st_module, **build.module_config},
+            module_config={**family.st_module_config(), **build.module_config},
             prompts=build.prompts,
             default_prompt_name=build.default_prompt_name,
         )

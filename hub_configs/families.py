@@ -73,7 +73,8 @@ class Family:
         generated_code: Code files the converter writes per repo (not package files), which the code files import.
         auto_map: The `auto_map` of the repo's `config.json` (the processor's `AutoProcessor` entry included).
         modalities: What the repo embeds, in the sentence-transformers module's terms.
-        st_module: Default `multimodal_config.json` of the sentence-transformers module (None: no ST files).
+        st_module: Default `multimodal_config.json` of the sentence-transformers module, less its `modalities`
+            (those are `modalities`; see `st_module_config`). None: no ST files.
         doors: The doors (keys of `DOORS`) the repos claim.
         default_dtype: Weight dtype `mmhub convert` saves unless `--dtype` says otherwise.
         extras: pip extras the family needs beyond the core install.
@@ -124,6 +125,12 @@ class Family:
                 raise
             raise MissingExtraError(f"{self.name}: {missing_extra_message(error.name)}") from error
 
+    def st_module_config(self) -> dict[str, Any]:
+        """The sentence-transformers module's default `multimodal_config.json`."""
+        if self.st_module is None:
+            raise ValueError(f"Family {self.name!r} has no sentence-transformers module")
+        return {**self.st_module, "modalities": list(self.modalities)}
+
     def claims(self, door: str) -> bool:
         if door not in DOORS:
             raise KeyError(f"Unknown door {door!r}; known: {sorted(DOORS)}")
@@ -157,6 +164,8 @@ def missing_extra_message(module: str | None) -> str:
     return f'this needs the optional dependency {top!r}: pip install "multimodal-hub-adapters[{extra}]"'
 
 
+# The sentence-transformers module's defaults shared by the embedding families (`Family.st_module_config` adds the
+# family's modalities).
 _ST_DEFAULTS = {"normalize": True, "matryoshka_dims": None, "text_kwargs": {}, "image_kwargs": {}, "audio_kwargs": {}}
 
 FAMILIES: dict[str, Family] = {
@@ -180,7 +189,7 @@ FAMILIES: dict[str, Family] = {
                 "AutoProcessor": "processing_longclip.LongCLIPProcessor",
             },
             modalities=("text", "image"),
-            st_module={**_ST_DEFAULTS, "modalities": ["text", "image"]},
+            st_module=_ST_DEFAULTS,
             doors=(*EMBEDDING_DOORS, "stock_clip", "zero_shot_pipeline"),
             trainer="hub_configs.finetune",
             onnx_exporter="hub_configs.onnx_export",
@@ -221,7 +230,7 @@ FAMILIES: dict[str, Family] = {
                 "AutoProcessor": "processing_clipclap.ClipClapProcessor",
             },
             modalities=("text", "image", "audio"),
-            st_module={**_ST_DEFAULTS, "modalities": ["text", "image", "audio"]},
+            st_module=_ST_DEFAULTS,
             doors=EMBEDDING_DOORS,
             extras=("audio",),
             trainer="hub_configs.clipclap_train",
@@ -247,7 +256,7 @@ FAMILIES: dict[str, Family] = {
                 "AutoImageProcessor": "image_processing_jina_clip.JinaCLIPImageProcessor",
             },
             modalities=("text", "image"),
-            st_module={**_ST_DEFAULTS, "modalities": ["text", "image"]},
+            st_module=_ST_DEFAULTS,
             doors=EMBEDDING_DOORS,
             default_dtype="auto",
             extras=("jina",),
