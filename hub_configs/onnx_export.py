@@ -52,10 +52,13 @@ EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
 
 # Dynamic int8 quantization schemes by file-name suffix: (weights signed, per channel, reduce range). The
 # sentence-transformers names carry optimum's presets for those CPUs (ONNX Runtime quantizes activations to uint8
-# dynamically in every scheme); "quantized" is transformers.js' q8. Only MatMul/Gemm weights are quantized: ONNX
-# Runtime has no CPU kernel for int8 ConvInteger, and the few patch-embedding convolutions cost little.
+# dynamically in every scheme); "quantized" is transformers.js' q8, with 7-bit weights as transformers.js' own
+# converter writes it by default: its users cannot set ONNX Runtime's precise-int8 option (see
+# `st_modules.onnx_backend.PRECISE_INT8_ENTRY`), and full-range signed weights saturate on x86 CPUs without VNNI.
+# Only MatMul/Gemm weights are quantized: ONNX Runtime has no CPU kernel for int8 ConvInteger, and the few
+# patch-embedding convolutions cost little.
 INT8_SCHEMES = {
-    "quantized": (True, True, False),
+    "quantized": (True, True, True),
     "qint8_arm64": (True, True, False),
     "qint8_avx512": (True, True, True),
     "qint8_avx512_vnni": (True, True, False),
@@ -413,7 +416,10 @@ FAMILY_GRAPHS: dict[str, Callable[[Any, Any], list[GraphSpec]]] = {
 def _session(model_or_path, providers=("CPUExecutionProvider",)):
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
+    from st_modules.onnx_backend import default_session_options
+
+    # The checks run the variants the way backend="onnx" runs them (int8 products that do not saturate).
+    options = default_session_options()
     options.log_severity_level = 3  # the empty-batch checks make ONNX Runtime log expected shape warnings
     if isinstance(model_or_path, str):
         return onnxruntime.InferenceSession(model_or_path, options, providers=list(providers))

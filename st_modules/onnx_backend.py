@@ -115,6 +115,26 @@ def _onnxruntime():
     return onnxruntime
 
 
+# ONNX Runtime's public session option that runs int8 products with unsigned weights (U8U8) on x86 CPUs without VNNI.
+# There its default signed-weight kernel (U8S8) adds pairs of products in 16 bits, which saturates: the
+# `qint8_avx512_vnni` files (full-range signed weights) then fall to cosine 0.975 against fp32 on a tiny LongCLIP on
+# an AVX2-only CPU, 0.9996 with this option. CPUs with VNNI, and other architectures, are unaffected.
+PRECISE_INT8_ENTRY = ("session.x64quantprecision", "1")
+
+
+def default_session_options(options=None):
+    """`options` (a new `onnxruntime.SessionOptions` when None) with int8 products that do not saturate on x86 CPUs
+    without VNNI (`PRECISE_INT8_ENTRY`), unless the caller set that entry already."""
+    onnxruntime = _onnxruntime()
+    options = onnxruntime.SessionOptions() if options is None else options
+    key, value = PRECISE_INT8_ENTRY
+    try:
+        options.get_session_config_entry(key)
+    except RuntimeError:  # not set: ONNX Runtime raises for a missing entry
+        options.add_session_config_entry(key, value)
+    return options
+
+
 def default_providers() -> list[str]:
     """The highest-priority locally computing execution provider, with the CPU as fallback."""
     available = [name for name in _onnxruntime().get_available_providers() if name not in _NON_COMPUTE_PROVIDERS]
@@ -210,7 +230,8 @@ class OnnxTowers:
             config_kwargs: Passed to `AutoConfig.from_pretrained`.
             model_kwargs: `file_name` (a name of the joint model's variant for every tower, or a dict per modality),
                 `subfolder` (default `onnx`), `provider` / `provider_options` (as sentence-transformers takes them)
-                and `session_options` (an `onnxruntime.SessionOptions`).
+                and `session_options` (an `onnxruntime.SessionOptions`; `default_session_options` adds the precise
+                int8 entry unless it is set).
 
         Raises:
             ImportError: onnxruntime is not installed.
@@ -273,7 +294,7 @@ class OnnxTowers:
         sessions = {
             modality: onnxruntime.InferenceSession(
                 path,
-                sess_options=options.get("session_options"),
+                sess_options=default_session_options(options.get("session_options")),
                 providers=providers,
                 provider_options=provider_options,
             )

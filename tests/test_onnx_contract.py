@@ -79,7 +79,11 @@ def weightless(exported, tmp_path_factory):
 
 
 def _session(repo: str, name: str) -> onnxruntime.InferenceSession:
-    return onnxruntime.InferenceSession(os.path.join(repo, "onnx", name), providers=["CPUExecutionProvider"])
+    # With the session options backend="onnx" uses: int8 products that do not saturate on x86 CPUs without VNNI.
+    from st_modules.onnx_backend import default_session_options
+
+    path = os.path.join(repo, "onnx", name)
+    return onnxruntime.InferenceSession(path, default_session_options(), providers=["CPUExecutionProvider"])
 
 
 def _processor(repo: str):
@@ -242,6 +246,33 @@ def test_variants_stay_close_to_the_reference(name, exported):
             assert cosine.min() >= floor, (modality, suffix, cosine)
 
 
+@pytest.mark.parametrize("name", ONNX_FAMILIES)
+def test_transformers_js_int8_is_close_without_session_options(name, exported):
+    """transformers.js users cannot set ONNX Runtime's precise-int8 option: its q8 files hold 7-bit weights, which
+    do not saturate on x86 CPUs without VNNI, so a plain session stays close to fp32 on every CPU."""
+    repo = exported(name)
+    processor = _processor(repo)
+    for modality in FAMILIES[name].modalities:
+        path = os.path.join(repo, "onnx", TOWERS[modality].replace(".onnx", "_quantized.onnx"))
+        plain = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        cosine = cosine_rows(plain.run(None, _tower_inputs(processor, modality))[0], _reference(name, repo, modality))
+        assert cosine.min() >= 0.998, (modality, cosine)
+
+
+def test_backend_sessions_keep_int8_products_precise(tmp_path):
+    """backend="onnx" adds ONNX Runtime's precise-int8 entry to its sessions, and keeps a caller's own setting."""
+    from st_modules.onnx_backend import PRECISE_INT8_ENTRY, default_session_options
+
+    key, value = PRECISE_INT8_ENTRY
+    assert default_session_options().get_session_config_entry(key) == value
+    given = onnxruntime.SessionOptions()
+    given.intra_op_num_threads = 1
+    assert default_session_options(given) is given and given.get_session_config_entry(key) == value
+    opted_out = onnxruntime.SessionOptions()
+    opted_out.add_session_config_entry(key, "0")
+    assert default_session_options(opted_out).get_session_config_entry(key) == "0"
+
+
 # ------------------------------------------------------------------------------- sentence-transformers backend
 
 
@@ -257,7 +288,7 @@ def _mixed_inputs(name: str) -> list:
 def test_sentence_transformers_onnx_backend_matches_torch(name, exported, weightless):
     from sentence_transformers import SentenceTransformer
 
-    from st_modules.onnx_backend import OnnxTowers
+    from st_modules.onnx_backend import PRECISE_INT8_ENTRY, OnnxTowers
 
     torch_model = SentenceTransformer(exported(name), trust_remote_code=True)
     # No weights in the folder: the ONNX backend must not need them.
@@ -289,6 +320,8 @@ def test_sentence_transformers_onnx_backend_matches_torch(name, exported, weight
         TOWERS[m].replace(".onnx", "_qint8_avx512_vnni.onnx") for m in FAMILIES[name].modalities
     }
     assert cosine_rows(int8.encode(mixed), expected).min() >= 0.998
+    key, value = PRECISE_INT8_ENTRY
+    assert all(s.get_session_options().get_session_config_entry(key) == value for s in int8[0].model.sessions.values())
     per_modality = SentenceTransformer(
         weightless(name),
         trust_remote_code=True,
