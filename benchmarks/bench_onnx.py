@@ -10,8 +10,8 @@ embeddings) with random weights, built through the real conversion path and expo
 2. Agreement on 64 captions x 64 images: cosine of each embedding to torch fp32's, and the overlap of the top-10
    text-to-image retrieval lists with torch fp32's.
 3. The ceiling: the towers are dominated by matrix products, so one product of each tower's MLP shape (a batch of
-   captions or images, width to 4 x width) in ONNX Runtime fp32 and int8 (written by the exporter's quantizer)
-   against torch fp32 bounds what any graph of those towers can gain on this CPU.
+   captions or images, width to 4 x width) in ONNX Runtime fp32 and int8 (written by the exporter's quantizer, run
+   with the backend's session options) against torch fp32 bounds what any graph of those towers can gain on this CPU.
 
 Run: `python benchmarks/bench_onnx.py [--texts 32 --images 32 --rounds 3 --int8 qint8_avx512_vnni,quint8_avx2]`.
 """
@@ -43,6 +43,7 @@ def _gemm_ceiling(int8_names: list[str], batch: int, rounds: int) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     from hub_configs.onnx_export import INT8_SCHEMES, OPSET, _write_int8
+    from st_modules.onnx_backend import default_session_options
 
     rng = np.random.RandomState(0)
     folder = tempfile.mkdtemp(prefix="bench-onnx-gemm-")
@@ -64,8 +65,10 @@ def _gemm_ceiling(int8_names: list[str], batch: int, rounds: int) -> None:
         for name in int8_names:
             files[f"onnx {name}"] = os.path.join(folder, f"{tower}_{name}.onnx")
             _write_int8(fp32, files[f"onnx {name}"], INT8_SCHEMES[name], 2**31)
+        # The session options backend="onnx" uses (int8 products that do not saturate on CPUs without VNNI).
         sessions = {
-            key: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"]) for key, path in files.items()
+            key: onnxruntime.InferenceSession(path, default_session_options(), providers=["CPUExecutionProvider"])
+            for key, path in files.items()
         }
         calls = {"torch fp32": functools.partial(torch.matmul, torch.from_numpy(inputs), torch.from_numpy(weight))}
         calls.update({key: functools.partial(session.run, None, {"x": inputs}) for key, session in sessions.items()})
