@@ -105,6 +105,8 @@ def test_jina_card_example_runs_in_transformers_js(transformers_js, exported, tm
             "query": QUERY,
         }
         out = run_node(transformers_js, "jina_card.mjs", args)
+        # The card itself loads dtype "q8" (`model_quantized.onnx`), in node's ONNX Runtime with default options.
+        quantized = run_node(transformers_js, "jina_card.mjs", {**args, "dtype": "q8"})
     # transformers.js built its joint processor from preprocessor_config.json's processor_class.
     assert out["processor"] == "JinaCLIPProcessor"
     assert out["input_ids"] == processor.tokenizer(SENTENCES, padding=True)["input_ids"]
@@ -117,6 +119,13 @@ def test_jina_card_example_runs_in_transformers_js(transformers_js, exported, tm
     np.testing.assert_allclose(out["l2norm_text_embeddings"], texts, atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["query_embeddings"], query, atol=1e-4, rtol=0)
     np.testing.assert_allclose(out["l2norm_image_embeddings"], images, atol=1e-4, rtol=0)
+    for key, expected in (
+        ("l2norm_text_embeddings", texts),
+        ("query_embeddings", query),
+        ("l2norm_image_embeddings", images),
+    ):
+        cosine = (unit(np.asarray(quantized[key])) * expected).sum(-1)
+        assert cosine.min() >= 0.998 and np.abs(cosine - 1).max() > 0, (key, cosine)
     # End to end against the upstream API: texts, and the image that needs no resizing.
     np.testing.assert_allclose(out["l2norm_text_embeddings"], model.encode_text(SENTENCES), atol=1e-4, rtol=0)
     np.testing.assert_allclose(
